@@ -1,0 +1,49 @@
+# The one entry point. `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+
+.PHONY: run test lint format typecheck bench migrate api worker scheduler clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU build of torch first: a range alone would pull a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	PORT=$(PORT) $(BIN)/modelpress run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app worker
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py
+
+migrate: $(STAMP)
+	$(BIN)/modelpress migrate
+
+api: $(STAMP)
+	$(BIN)/modelpress api
+
+worker: $(STAMP)
+	$(BIN)/modelpress worker
+
+scheduler: $(STAMP)
+	$(BIN)/modelpress scheduler
+
+clean:
+	rm -rf $(VENV) .modelpress .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,53 @@
+"""Cursor pages: `{"items": [...], "next_cursor": "..." | null}`, newest first."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import Select, and_, or_
+
+from app.core.errors import BadRequest
+
+T = TypeVar("T")
+MAX_LIMIT = 200
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+def encode_cursor(created_at: datetime, id_: str) -> str:
+    raw = f"{created_at.isoformat()}|{id_}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, id_ = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), id_
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequest("Invalid cursor.", code="invalid_cursor") from exc
+
+
+def paginate(stmt: Select[Any], entity: Any, limit: int, cursor: str | None) -> Select[Any]:
+    """Apply keyset pagination on (created_at, id) descending; fetches one extra row."""
+    if cursor:
+        stamp, id_ = decode_cursor(cursor)
+        stmt = stmt.where(
+            or_(entity.created_at < stamp, and_(entity.created_at == stamp, entity.id < id_))
+        )
+    return stmt.order_by(entity.created_at.desc(), entity.id.desc()).limit(limit + 1)
+
+
+def page_of(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
+    """Split the extra row off into a next cursor."""
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], encode_cursor(last.created_at, last.id)

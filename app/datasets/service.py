@@ -1,0 +1,60 @@
+"""The rules of datasets: checked at upload, stored content-addressed."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.errors import NotFound
+from app.core.storage import Storage
+from app.core.uploads import UploadedFile
+from app.datasets import repository
+from app.datasets.npz import inspect_npz, num_samples
+from app.db.orm import Dataset
+from app.ml_models.service import display_name
+
+
+def create_dataset(
+    *,
+    session: Session,
+    storage: Storage,
+    settings: Settings,
+    tenant_id: str,
+    upload: UploadedFile,
+    name: str | None,
+) -> Dataset:
+    """Check an uploaded .npz and store it.
+
+    Raises:
+        InvalidDataset: see `inspect_npz`.
+    """
+    arrays = inspect_npz(upload.path, settings.max_dataset_bytes)
+    samples = num_samples(arrays)
+    key = storage.put(upload.path, upload.sha256)
+    dataset = Dataset(
+        tenant_id=tenant_id,
+        name=display_name(name, upload.filename),
+        size_bytes=upload.size,
+        sha256=upload.sha256,
+        storage_key=key,
+        arrays=arrays,
+        num_samples=samples,
+    )
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def get_dataset_or_raise(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
+    dataset = repository.get(session, tenant_id, dataset_id)
+    if dataset is None:
+        raise NotFound(f"No dataset {dataset_id}.")
+    return dataset
+
+
+def delete_dataset(*, session: Session, storage: Storage, tenant_id: str, dataset_id: str) -> None:
+    dataset = get_dataset_or_raise(session, tenant_id, dataset_id)
+    session.delete(dataset)
+    session.flush()
+    if repository.count_by_storage_key(session, dataset.storage_key) == 0:
+        storage.delete(dataset.storage_key)

@@ -1,0 +1,18 @@
+"""Every ORM class; import this module to register them all on Base.metadata."""
+
+from app.db.orm.artifact import Artifact
+from app.db.orm.dataset import Dataset
+from app.db.orm.job import Job, JobStatus
+from app.db.orm.ml_model import MlModel, ModelStatus
+from app.db.orm.tenant import ApiKey, Tenant
+
+__all__ = [
+    "ApiKey",
+    "Artifact",
+    "Dataset",
+    "Job",
+    "JobStatus",
+    "MlModel",
+    "ModelStatus",
+    "Tenant",
+]

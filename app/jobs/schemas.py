@@ -1,0 +1,114 @@
+"""The job spec (PRODUCT.md "Job spec") and the job's public shape."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from app.passes.spec import StepConfig
+
+Shape = list[int]
+
+
+class BenchmarkSpec(BaseModel):
+    """How latency is measured; original and optimized run interleaved on the same inputs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_sizes: list[int] = Field(
+        default_factory=lambda: [1, 8],
+        min_length=1,
+        max_length=8,
+        description="Batch sizes to time (each 1..1024).",
+    )
+    iterations: int = Field(30, ge=1, le=2000, description="Timed calls per model and batch size.")
+    warmup: int = Field(3, ge=0, le=100, description="Untimed calls first.")
+    time_budget_s: float = Field(
+        60.0, gt=0, le=1800, description="Per batch size; at least 5 timed calls are always made."
+    )
+    input_shapes: dict[str, Shape] | None = Field(
+        None,
+        description="Fill dynamic dims by input name (full shape; the batch dim is replaced), "
+        'e.g. `{"input_ids": [1, 128]}`. Defaults: 128 for integer inputs, 32 for float.',
+    )
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batch_sizes(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= b <= 1024 for b in v):
+            raise ValueError("each batch size must be in 1..1024")
+        return sorted(set(v))
+
+    @field_validator("input_shapes")
+    @classmethod
+    def _shapes(cls, v: dict[str, Shape] | None) -> dict[str, Shape] | None:
+        for name, shape in (v or {}).items():
+            if len(shape) > 8 or any(not 1 <= d <= 65536 for d in shape):
+                raise ValueError(f"input_shapes.{name}: at most 8 dims, each in 1..65536")
+        return v
+
+
+class EvaluationSpec(BaseModel):
+    """Accuracy (or another metric) of original and optimized on a labelled dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset_id: str = Field(description="An uploaded .npz with a `labels` array.")
+    metric: Literal["accuracy", "top5", "mse", "mae"] = Field(
+        "accuracy", description="`accuracy`/`top5` on class ids; `mse`/`mae` on target values."
+    )
+
+
+class Constraints(BaseModel):
+    """The budget the verdict is judged against."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=1, description="Absolute fraction: 0.01 = one accuracy point."
+    )
+    min_speedup: float | None = Field(None, gt=0, le=1000, description="At every batch size.")
+    max_size_bytes: int | None = Field(None, gt=0)
+    max_latency_ms: float | None = Field(None, gt=0, description="p50 at every batch size.")
+    fail_if_slower: bool = Field(False, description="Not met if slower at any batch size.")
+
+
+class JobCreate(BaseModel):
+    """A job: which model, which steps, how to measure, what budget."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str = Field(description="An uploaded model in status `ready`.")
+    steps: list[StepConfig] = Field(min_length=1, max_length=20, description="Run in order.")
+    device: Literal["cpu"] = Field("cpu", description="Where the job runs.")
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    evaluation: EvaluationSpec | None = None
+    constraints: Constraints | None = None
+
+
+class ArtifactRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    kind: str = Field(description="`model` (exactly one), `report`, `manifest`, ...")
+    media_type: str
+    size_bytes: int
+    sha256: str
+
+
+class JobRead(BaseModel):
+    id: str
+    model_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    cancel_requested: bool
+    progress: dict[str, Any]
+    error: dict[str, Any] | None = Field(None, description="A problem, when `failed`.")
+    attempt: int
+    spec: dict[str, Any]
+    artifacts: list[ArtifactRead]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime

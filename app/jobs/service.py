@@ -1,0 +1,147 @@
+"""The rules of jobs: submission checks, idempotency, cancellation, the public view."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.core.errors import Conflict, NotFound, SpecInvalid
+from app.core.queue import RUN_JOB, publish_after_commit
+from app.datasets import repository as datasets
+from app.db.base import utcnow
+from app.db.orm import Artifact, Job, JobStatus, MlModel, ModelStatus
+from app.db.orm.job import TERMINAL
+from app.jobs import repository
+from app.jobs.schemas import ArtifactRead, JobCreate, JobRead
+from app.ml_models import repository as models
+from app.passes.base import ModelInfo
+from app.passes.spec import check_chain
+
+
+def spec_digest(spec: JobCreate) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_model(session: Session, tenant_id: str, spec: JobCreate) -> MlModel:
+    model = models.get(session, tenant_id, spec.model_id)
+    if model is None:
+        raise SpecInvalid(f"No model {spec.model_id}.", pointer="/model_id")
+    if model.status != ModelStatus.ready:
+        raise SpecInvalid(
+            f"Model {model.id} is `{model.status}`, not `ready`.", pointer="/model_id"
+        )
+    return model
+
+
+def _check_datasets(session: Session, tenant_id: str, spec: JobCreate) -> None:
+    if spec.evaluation and datasets.get(session, tenant_id, spec.evaluation.dataset_id) is None:
+        raise SpecInvalid(
+            f"No dataset {spec.evaluation.dataset_id}.", pointer="/evaluation/dataset_id"
+        )
+
+
+def create_job(
+    *, session: Session, tenant_id: str, spec: JobCreate, idempotency_key: str | None
+) -> tuple[Job, bool]:
+    """Validate a spec against its model and queue it; returns (job, created).
+
+    Raises:
+        SpecInvalid: model or dataset missing, or a step that cannot run at its point.
+        Conflict: the idempotency key was used with a different spec.
+    """
+    digest = spec_digest(spec)
+    if idempotency_key:
+        existing = repository.get_by_idempotency_key(session, tenant_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, digest), False
+    model = _check_model(session, tenant_id, spec)
+    _check_datasets(session, tenant_id, spec)
+    check_chain(list(spec.steps), ModelInfo(model.format, model.inputs or [], model.outputs or []))
+    job = Job(
+        tenant_id=tenant_id,
+        model_id=model.id,
+        spec=spec.model_dump(mode="json"),
+        spec_sha256=digest,
+        idempotency_key=idempotency_key,
+        status=JobStatus.queued,
+        progress={"fraction": 0.0, "message": "queued"},
+        dispatched_at=utcnow(),
+    )
+    session.add(job)
+    try:
+        session.flush()
+    except IntegrityError:
+        # A concurrent request with the same key won the insert.
+        session.rollback()
+        assert idempotency_key is not None
+        existing = repository.get_by_idempotency_key(session, tenant_id, idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, digest), False
+    publish_after_commit(session, RUN_JOB, job.id)
+    return job, True
+
+
+def _replay(existing: Job, digest: str) -> Job:
+    if existing.spec_sha256 != digest:
+        raise Conflict(
+            "This Idempotency-Key was used with a different job spec.", code="idempotency_conflict"
+        )
+    return existing
+
+
+def get_job_or_raise(session: Session, tenant_id: str, job_id: str) -> Job:
+    job = repository.get(session, tenant_id, job_id)
+    if job is None:
+        raise NotFound(f"No job {job_id}.")
+    return job
+
+
+def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
+    """Cancel a queued job at once; flag a running one (its worker stops it within seconds).
+
+    Raises:
+        Conflict: the job already finished.
+    """
+    job = get_job_or_raise(session, tenant_id, job_id)
+    now = utcnow()
+    if repository.transition(
+        session,
+        job.id,
+        {JobStatus.queued},
+        {"status": JobStatus.cancelled, "cancel_requested": True, "finished_at": now},
+    ):
+        pass
+    elif not repository.transition(
+        session, job.id, {JobStatus.running}, {"cancel_requested": True}
+    ):
+        raise Conflict(f"Job {job.id} already finished.", code="already_terminal")
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+def to_read(job: Job, artifacts: list[Artifact]) -> JobRead:
+    return JobRead(
+        id=job.id,
+        model_id=job.model_id,
+        status=job.status,
+        cancel_requested=job.cancel_requested,
+        progress=job.progress or {},
+        error=job.error,
+        attempt=job.attempt,
+        spec=job.spec,
+        artifacts=[ArtifactRead.model_validate(a) for a in artifacts],
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        updated_at=job.updated_at,
+    )
+
+
+def is_terminal(job: Job) -> bool:
+    return job.status in TERMINAL

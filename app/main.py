@@ -1,0 +1,79 @@
+"""create_app(): the FastAPI application (no torch, onnx or onnxruntime is imported here)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from app.artifacts.router import router as artifacts_router
+from app.core.config import get_settings
+from app.core.logging import configure_logging
+from app.datasets.router import router as datasets_router
+from app.db.migrate import upgrade_head
+from app.http.docs import install_docs
+from app.http.ops import router as ops_router
+from app.http.problems import install_problem_handlers
+from app.jobs.router import router as jobs_router
+from app.ml_models.router import router as models_router
+
+DESCRIPTION = """
+Upload a trained network (ONNX, TorchScript or `.pt2`), submit an optimization job, download the
+optimized model and an honest report (size, latency p50/p90/p99 per batch size, fidelity of the
+outputs) measured side by side with the original in one run.
+
+Errors are RFC 9457 `application/problem+json` with a machine `code`.
+"""
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "code"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "description": "Stable machine code, e.g. `unsafe_pickle`."},
+        "instance": {"type": "string"},
+    },
+}
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    if settings.auto_migrate:
+        await run_in_threadpool(upgrade_head, settings.resolved_database_url)
+    yield
+
+
+def create_app() -> FastAPI:
+    """The API: routers, problem handlers, offline docs."""
+    configure_logging()
+    app = FastAPI(
+        title="ModelPress",
+        version="1.0.0",
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=_lifespan,
+    )
+    install_problem_handlers(app)
+    install_docs(app)
+    for router in (models_router, datasets_router, jobs_router, artifacts_router, ops_router):
+        app.include_router(router)
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDetail"] = (
+                PROBLEM_SCHEMA
+            )
+        return app.openapi_schema or schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,149 @@
+"""`/v1/models`: upload (streamed), list, read, delete, download."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from app.core.pagination import MAX_LIMIT, Page, page_of
+from app.core.uploads import receive_multipart
+from app.db.orm import ModelStatus
+from app.http.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
+from app.http.problems import problem_responses
+from app.ml_models import repository, service
+from app.ml_models.schemas import MlModelRead
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+WAIT_SECONDS = 60.0
+
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "ONNX, TorchScript (torch.jit.save) or .pt2 "
+                            "(torch.export.save); detected from the bytes.",
+                        },
+                        "name": {"type": "string", "description": "Display name."},
+                        "input_shapes": {
+                            "type": "string",
+                            "description": "JSON: `[[1, 3, 224, 224]]` by position or "
+                            '`{"x": [1, 3, 224, 224]}` by name. Required for TorchScript.',
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=MlModelRead,
+    openapi_extra=UPLOAD_BODY,
+    responses=problem_responses(400, 413, 415, 422, 507),
+    summary="Upload a model",
+)
+async def upload_model(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    tenant_id: CurrentTenant,
+    wait: Annotated[bool, Query(description="Wait up to 60 s for inspection.")] = False,
+) -> MlModelRead:
+    """Stream the file to disk (sha256 while streaming), refuse bad bytes at once, then inspect
+    the model in a sandboxed worker (`status: validating` until then)."""
+    scratch = storage.new_scratch("upload")
+    try:
+        upload, fields = await receive_multipart(
+            request.stream(),
+            request.headers.get("content-type"),
+            dest=scratch / "file.part",
+            limit=settings.max_upload_bytes,
+        )
+
+        def _create() -> MlModelRead:
+            model = service.create_model(
+                session=session, storage=storage, tenant_id=tenant_id, upload=upload, fields=fields
+            )
+            session.commit()
+            return MlModelRead.model_validate(model)
+
+        created = await run_in_threadpool(_create)
+    finally:
+        storage.remove_tree(scratch)
+    if not wait:
+        return created
+    return await _wait_inspected(session, tenant_id, created)
+
+
+async def _wait_inspected(session: SessionDep, tenant_id: str, model: MlModelRead) -> MlModelRead:
+    deadline = time.monotonic() + WAIT_SECONDS
+    model_id = model.id
+
+    def _read() -> MlModelRead:
+        session.expire_all()
+        fresh = MlModelRead.model_validate(service.get_model_or_raise(session, tenant_id, model_id))
+        session.rollback()  # end the read: on SQLite an open transaction holds the write lock
+        return fresh
+
+    while model.status == ModelStatus.validating and time.monotonic() < deadline:
+        await asyncio.sleep(0.25)
+        model = await run_in_threadpool(_read)
+    return model
+
+
+@router.get("", response_model=Page[MlModelRead], summary="List models")
+def list_models(
+    session: SessionDep,
+    tenant_id: CurrentTenant,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: str | None = None,
+) -> Page[MlModelRead]:
+    rows, next_cursor = page_of(repository.list_page(session, tenant_id, limit, cursor), limit)
+    return Page[MlModelRead](
+        items=[MlModelRead.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
+
+
+@router.get("/{model_id}", response_model=MlModelRead, responses=problem_responses(404))
+def get_model(model_id: str, session: SessionDep, tenant_id: CurrentTenant) -> MlModelRead:
+    return MlModelRead.model_validate(service.get_model_or_raise(session, tenant_id, model_id))
+
+
+@router.delete("/{model_id}", status_code=204, responses=problem_responses(404, 409))
+def delete_model(
+    model_id: str, session: SessionDep, storage: StorageDep, tenant_id: CurrentTenant
+) -> Response:
+    service.delete_model(session=session, storage=storage, tenant_id=tenant_id, model_id=model_id)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.get("/{model_id}/file", responses=problem_responses(404), response_class=FileResponse)
+def download_model(
+    model_id: str, session: SessionDep, storage: StorageDep, tenant_id: CurrentTenant
+) -> FileResponse:
+    model = service.get_model_or_raise(session, tenant_id, model_id)
+    ext = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2"}.get(model.format, "bin")
+    return FileResponse(
+        storage.path_of(model.storage_key),
+        media_type="application/octet-stream",
+        filename=f"{model.id}.{ext}",
+        headers={"ETag": f'"{model.sha256}"', "X-Content-Type-Options": "nosniff"},
+    )

@@ -1,0 +1,59 @@
+"""The embedded worker: no broker, the database is the queue (see CONTRIBUTING.md)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from types import FrameType
+
+from app.core.config import Settings
+from app.db.session import session_scope
+from app.jobs import repository as jobs
+from app.ml_models import repository as models
+from worker import reaper
+from worker.jobs import execute_inspection, execute_job
+
+log = logging.getLogger(__name__)
+REAP_EVERY_SECONDS = 5.0
+
+
+def work_once(settings: Settings, stop: threading.Event) -> bool:
+    """Inspect one validating model or run one queued job; False when there was nothing."""
+    with session_scope() as session:
+        model_ids = models.validating_ids(session)
+        job_id = None if model_ids else jobs.next_queued(session)
+    if model_ids:
+        execute_inspection(model_ids[0], settings)
+        return True
+    if job_id:
+        execute_job(job_id, settings, stop.is_set)
+        return True
+    return False
+
+
+def run_embedded_worker(settings: Settings, stop: threading.Event | None = None) -> None:
+    """Poll until SIGTERM/SIGINT; a job interrupted by the stop is requeued, not lost."""
+    stop = stop or threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    last_reap = 0.0
+    log.info("embedded worker started")
+    while not stop.is_set():
+        if time.monotonic() - last_reap > REAP_EVERY_SECONDS:
+            reaper.tick(settings)
+            last_reap = time.monotonic()
+        try:
+            busy = work_once(settings, stop)
+        except Exception:
+            log.exception("embedded worker round failed")
+            busy = False
+        if not busy:
+            stop.wait(settings.poll_interval_seconds)
+    log.info("embedded worker stopped")

@@ -1,0 +1,41 @@
+"""Deep inspection of an uploaded model, inside the sandbox: can it load, what is its signature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.core.errors import JobFailure
+from worker.onnx_utils import load_checked, make_session, opset_of, parameter_counts, signature
+
+
+def inspect_onnx(path: Path, threads: int) -> dict[str, Any]:
+    """Check an ONNX file and open it in ONNX Runtime (a malformed graph may crash the child,
+    which the supervisor reports as `loader_crashed`)."""
+    model = load_checked(path)
+    params, _nonzero = parameter_counts(model)
+    try:
+        session, _ms = make_session(path, threads)
+    except Exception as exc:
+        raise JobFailure("model_rejected", f"ONNX Runtime cannot load the model: {exc}") from exc
+    inputs, outputs = signature(session)
+    if not inputs:
+        raise JobFailure("model_rejected", "The model has no inputs.")
+    return {
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameter_count": params,
+        "opset": opset_of(model),
+    }
+
+
+def inspect_model(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """The inspection result for the model in `request` (paths relative to `scratch`)."""
+    path = scratch / request["model"]["path"]
+    fmt = request["model"]["format"]
+    threads = int(request.get("threads", 1))
+    if fmt == "onnx":
+        return inspect_onnx(path, threads)
+    from worker.torch_models import inspect_torch
+
+    return inspect_torch(path, fmt, request["model"].get("input_shapes"), threads)

@@ -1,0 +1,24 @@
+"""Evaluation metrics on a model's first output against the dataset's `labels`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _class_ids(labels: np.ndarray) -> np.ndarray:
+    return labels.argmax(axis=-1) if labels.ndim > 1 else labels.astype(np.int64)
+
+
+def score(metric: str, outputs: np.ndarray, labels: np.ndarray) -> float:
+    """`accuracy` and `top5` over class scores; `mse` and `mae` against target values."""
+    if metric == "accuracy":
+        return float((outputs.argmax(axis=-1) == _class_ids(labels)).mean())
+    if metric == "top5":
+        top = np.argsort(-outputs, axis=-1)[:, :5]
+        return float((top == _class_ids(labels)[:, None]).any(axis=1).mean())
+    diff = outputs.astype(np.float64).reshape(labels.shape) - labels.astype(np.float64)
+    if metric == "mse":
+        return float((diff**2).mean())
+    if metric == "mae":
+        return float(np.abs(diff).mean())
+    raise ValueError(f"unknown metric {metric}")

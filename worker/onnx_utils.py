@@ -1,0 +1,96 @@
+"""ONNX helpers used inside the sandbox: safe loading, signatures, parameter counts, sessions."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from app.core.errors import JobFailure
+
+ALLOWED_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
+ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(bfloat16)": "bfloat16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
+}
+
+
+def load_checked(path: Path) -> Any:
+    """Load an ONNX file refusing external data and unknown op domains, then run the checker.
+
+    Raises:
+        JobFailure: `model_rejected` with the reason.
+    """
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise JobFailure("model_rejected", f"Not a loadable ONNX model: {exc}") from exc
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise JobFailure(
+                "external_data_not_supported",
+                "The model keeps weights in external data files; upload one self-contained file "
+                "(torch.onnx.export(..., external_data=False)).",
+            )
+    domains = {op.domain for op in model.opset_import} | {n.domain for n in model.graph.node}
+    unknown = sorted(domains - ALLOWED_DOMAINS)
+    if unknown:
+        raise JobFailure("model_rejected", f"Custom operator domains are not allowed: {unknown}.")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise JobFailure("model_rejected", f"The ONNX checker refused the model: {exc}") from exc
+    return model
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(elements, non-zero elements) over the graph's initializers (weights and constants)."""
+    from onnx import numpy_helper
+
+    total = nonzero = 0
+    for tensor in model.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        total += int(array.size)
+        nonzero += int((array != 0).sum())
+    return total, nonzero
+
+
+def opset_of(model: Any) -> int | None:
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            return int(op.version)
+    return None
+
+
+def make_session(path: Path, threads: int) -> tuple[Any, float]:
+    """An ONNX Runtime CPU session with fixed threads; returns it and its load time in ms."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    start = time.perf_counter()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session, (time.perf_counter() - start) * 1000
+
+
+def signature(session: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Inputs and outputs as `{name, dtype, shape}` (symbolic dims as their names)."""
+
+    def spec(arg: Any) -> dict[str, Any]:
+        shape = [d if isinstance(d, int) else (str(d) if d else None) for d in (arg.shape or [])]
+        return {"name": arg.name, "dtype": ORT_TYPES.get(arg.type, arg.type), "shape": shape}
+
+    return [spec(i) for i in session.get_inputs()], [spec(o) for o in session.get_outputs()]

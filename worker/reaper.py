@@ -1,0 +1,76 @@
+"""Housekeeping: requeue jobs whose worker died, re-publish lost messages, retry inspections."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from app.core.config import Settings
+from app.core.queue import INSPECT_MODEL, RUN_JOB, publish_after_commit
+from app.db.base import utcnow
+from app.db.orm import JobStatus, MlModel
+from app.db.session import session_scope
+from app.jobs import repository as jobs
+from app.ml_models import repository as models
+
+log = logging.getLogger(__name__)
+
+
+def reap_expired(settings: Settings) -> int:
+    """Running jobs whose lease lapsed: requeue them, or fail them after the last attempt."""
+    count = 0
+    with session_scope() as session:
+        for job in jobs.expired_running(session, utcnow()):
+            if job.attempt >= settings.job_max_attempts:
+                values = {
+                    "status": JobStatus.failed,
+                    "finished_at": utcnow(),
+                    "lease_expires_at": None,
+                    "error": {
+                        "type": "https://modelpress.dev/problems/worker_lost",
+                        "title": "Job failed",
+                        "status": 422,
+                        "detail": f"The worker running this job stopped answering "
+                        f"({job.attempt} attempts).",
+                        "code": "worker_lost",
+                    },
+                }
+            else:
+                values = {
+                    "status": JobStatus.queued,
+                    "lease_expires_at": None,
+                    "dispatched_at": utcnow(),
+                }
+            if jobs.transition(session, job.id, {JobStatus.running}, values, attempt=job.attempt):
+                count += 1
+                if values["status"] == JobStatus.queued:
+                    publish_after_commit(session, RUN_JOB, job.id)
+                log.warning("reaped job", extra={"job_id": job.id, "to": str(values["status"])})
+    return count
+
+
+def redispatch(settings: Settings) -> int:
+    """Re-publish queued jobs whose message may be lost (a second copy is a harmless no-op)."""
+    cutoff = utcnow() - timedelta(seconds=settings.redispatch_after_seconds)
+    with session_scope() as session:
+        ids = jobs.queued_ids(session, cutoff)
+        for job_id in ids:
+            jobs.transition(session, job_id, {JobStatus.queued}, {"dispatched_at": utcnow()})
+            publish_after_commit(session, RUN_JOB, job_id)
+        stale = utcnow() - timedelta(seconds=settings.inspect_wall_seconds + 30)
+        model_ids = models.validating_ids(session, stale)
+        for model_id in model_ids:
+            session.execute(
+                update(MlModel).where(MlModel.id == model_id).values(updated_at=utcnow())
+            )
+            publish_after_commit(session, INSPECT_MODEL, model_id)
+    return len(ids) + len(model_ids)
+
+
+def tick(settings: Settings) -> None:
+    """One housekeeping round (the scheduler and the embedded worker call it periodically)."""
+    reap_expired(settings)
+    if not settings.embedded_queue:
+        redispatch(settings)

@@ -1,0 +1,145 @@
+"""The report: environment fingerprint, comparison, verdict, manifest; JSON and HTML."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from app.jobs.schemas import Constraints
+
+REPORT_SCHEMA_VERSION = "1"
+LIBRARIES = ("modelpress", "onnx", "onnxruntime", "numpy", "torch", "onnxscript")
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "f16c")
+
+
+def _cpuinfo() -> tuple[str | None, list[str]]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or None, []
+    model: str | None = None
+    flags: list[str] = []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model is None:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            present = set(value.split())
+            flags = [f for f in CPU_FLAGS if f in present]
+    return model, flags
+
+
+def _memory_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def environment(threads: int) -> dict[str, Any]:
+    """Where the numbers were measured: CPU, threads, memory, library versions."""
+    model, flags = _cpuinfo()
+    libraries = {}
+    for name in LIBRARIES:
+        try:
+            libraries[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "device": "cpu",
+        "execution_provider": "CPUExecutionProvider",
+        "cpu_model": model,
+        "cpu_flags": flags,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "memory_bytes": _memory_bytes(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "libraries": libraries,
+    }
+
+
+def comparison(baseline: dict[str, Any], optimized: dict[str, Any]) -> dict[str, Any]:
+    """Ratios derived from the measured numbers (nothing new is estimated)."""
+    speedup = {}
+    for batch, stats in baseline.get("latency_ms", {}).items():
+        other = optimized.get("latency_ms", {}).get(batch)
+        if other and other.get("p50"):
+            speedup[batch] = round(stats["p50"] / other["p50"], 4)
+    size_ratio = (
+        optimized["size_bytes"] / baseline["size_bytes"] if baseline["size_bytes"] else None
+    )
+    return {"size_ratio": size_ratio, "speedup": speedup}
+
+
+def verdict(
+    constraints: Constraints | None,
+    comp: dict[str, Any],
+    optimized: dict[str, Any],
+    accuracy: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Met or not, with one reason per constraint checked; `met` is None without a budget."""
+    notes = []
+    slower = [b for b, s in comp["speedup"].items() if s < 1.0]
+    if slower:
+        notes.append(
+            f"The optimized model is slower than the original at batch size(s) {', '.join(slower)}."
+        )
+    if constraints is None:
+        return {"met": None, "reasons": [], "notes": notes}
+    reasons: list[str] = []
+    ok = True
+
+    def judge(passed: bool, text: str) -> None:
+        nonlocal ok
+        ok = ok and passed
+        reasons.append(("met: " if passed else "missed: ") + text)
+
+    if constraints.max_accuracy_drop is not None:
+        if accuracy is None:
+            judge(False, "max_accuracy_drop needs `evaluation` (a labelled dataset); not measured")
+        else:
+            judge(
+                accuracy["drop"] <= constraints.max_accuracy_drop,
+                f"accuracy drop {accuracy['drop']:.4f} <= {constraints.max_accuracy_drop}",
+            )
+    if constraints.min_speedup is not None:
+        worst = min(comp["speedup"].values(), default=0.0)
+        judge(
+            worst >= constraints.min_speedup,
+            f"speedup {worst:.3f}x >= {constraints.min_speedup}x at every batch size",
+        )
+    if constraints.max_size_bytes is not None:
+        judge(
+            optimized["size_bytes"] <= constraints.max_size_bytes,
+            f"size {optimized['size_bytes']} <= {constraints.max_size_bytes} bytes",
+        )
+    if constraints.max_latency_ms is not None:
+        worst_ms = max((s["p50"] for s in optimized["latency_ms"].values()), default=float("inf"))
+        judge(
+            worst_ms <= constraints.max_latency_ms,
+            f"p50 latency {worst_ms:.3f} ms <= {constraints.max_latency_ms} ms",
+        )
+    if constraints.fail_if_slower:
+        judge(not slower, "not slower than the original at any batch size")
+    return {"met": ok, "reasons": reasons, "notes": notes}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))

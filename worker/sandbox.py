@@ -1,0 +1,91 @@
+"""The per-job child process: `python -m worker.sandbox <scratch>/request.json`.
+
+It runs with no database or broker URL, no secrets, its own scratch directory as HOME and TMPDIR,
+and it lowers its own resource limits before it reads a single byte of the model (address space,
+CPU time, file size, open files, no core dumps) and asks the kernel to kill it if its supervisor
+dies. It reports through files in its scratch directory: `progress.jsonl` while it works and
+`result.json` at the end. Everything heavy (torch, onnx, onnxruntime) is imported after the limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+LIMITS_ENV = "MODELPRESS_SANDBOX_LIMITS"
+PR_SET_PDEATHSIG = 1
+
+
+def apply_limits(limits: dict[str, int]) -> None:
+    """Lower soft and hard limits (they cannot be raised again without privileges)."""
+    table = {
+        "memory_bytes": resource.RLIMIT_AS,
+        "cpu_seconds": resource.RLIMIT_CPU,
+        "file_bytes": resource.RLIMIT_FSIZE,
+        "open_files": resource.RLIMIT_NOFILE,
+    }
+    for key, which in table.items():
+        if limits.get(key):
+            resource.setrlimit(which, (limits[key], limits[key]))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _die_with_parent(limits.get("parent_pid"))
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(1)  # the supervisor died before the death signal was armed
+
+
+def write_result(scratch: Path, result: dict[str, Any]) -> None:
+    tmp = scratch / "result.json.tmp"
+    tmp.write_text(json.dumps(result, default=str))
+    os.replace(tmp, scratch / "result.json")
+
+
+def _failure(code: str, detail: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "detail": detail[:2000]}}
+
+
+def main(argv: list[str]) -> int:
+    request_path = Path(argv[1]).resolve()
+    scratch = request_path.parent
+    apply_limits(json.loads(os.environ.get(LIMITS_ENV, "{}")))
+    request = json.loads(request_path.read_text())
+    try:
+        from app.core.errors import JobFailure
+
+        try:
+            if request["kind"] == "inspect":
+                from worker.inspect import inspect_model
+
+                result: dict[str, Any] = {"ok": True, "model": inspect_model(scratch, request)}
+            else:
+                from worker.runner import run_pipeline
+
+                result = {"ok": True, **run_pipeline(scratch, request)}
+        except JobFailure as exc:
+            result = _failure(exc.code, exc.detail)
+    except MemoryError:
+        result = _failure("resource_exhausted", "The job ran out of its memory limit.")
+    except Exception as exc:
+        traceback.print_exc()
+        result = _failure("job_error", f"{type(exc).__name__}: {exc}")
+    write_result(scratch, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
