@@ -41,6 +41,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.embedded or settings.embedded_queue:
         from worker.embedded import run_embedded_worker
 
+        if args.parent_pid:
+            import signal
+
+            from worker.sandbox import die_with_parent
+
+            die_with_parent(args.parent_pid, signal.SIGTERM)
         run_embedded_worker(settings)
         return 0
     from app.core.queue import CPU_QUEUE
@@ -71,13 +77,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings()
     upgrade_head(settings.resolved_database_url)
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--embedded"])
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker", "--embedded", "--parent-pid", str(os.getpid())]
+    )
     port = args.port or int(os.environ.get("PORT", "8000"))
     print(f"ModelPress on http://{args.host}:{port}/docs (data in {settings.data_dir})", flush=True)
     try:
-        import uvicorn
-
-        uvicorn.run("app.main:create_app", factory=True, host=args.host, port=port, log_config=None)
+        _serve(args.host, port)
     finally:
         worker.terminate()  # the worker requeues an interrupted job before it exits
         try:
@@ -85,6 +91,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         except subprocess.TimeoutExpired:
             worker.kill()
     return 0
+
+
+def _serve(host: str, port: int) -> None:
+    """uvicorn in the foreground; SIGINT/SIGTERM end it gracefully and return (exit status 0)."""
+    import contextlib
+    import signal
+    from collections.abc import Iterator
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises the signal after shutdown, which would skip stopping the worker.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self.handle_exit)
+            yield
+
+    config = uvicorn.Config(
+        "app.main:create_app", factory=True, host=host, port=port, log_config=None
+    )
+    Server(config).run()
 
 
 def cmd_create_key(args: argparse.Namespace) -> int:
@@ -112,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="Celery worker (with a broker) or the embedded worker")
     p.add_argument("--embedded", action="store_true", help="poll the database, no broker")
     p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("scheduler", help="housekeeping: reaper and re-dispatch")
     p.add_argument("--interval", type=float, default=10.0)

@@ -34,15 +34,16 @@ def apply_limits(limits: dict[str, int]) -> None:
         if limits.get(key):
             resource.setrlimit(which, (limits[key], limits[key]))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    _die_with_parent(limits.get("parent_pid"))
+    die_with_parent(limits.get("parent_pid"), signal.SIGKILL)
 
 
-def _die_with_parent(parent_pid: int | None) -> None:
+def die_with_parent(parent_pid: int | None, sig: int) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (Linux)."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
     except (OSError, AttributeError):
         return
     if parent_pid and os.getppid() != parent_pid:

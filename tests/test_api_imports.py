@@ -1,0 +1,47 @@
+"""The API process never imports torch, onnx or onnxruntime (PRODUCT.md, Architecture)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from fastapi.testclient import TestClient
+    from app.main import create_app
+
+    with TestClient(create_app()) as client:
+        assert client.get("/v1/models").status_code == 200
+        with open(sys.argv[1], "rb") as fh:
+            r = client.post("/v1/models", files={"file": ("m.onnx", fh)})
+        assert r.status_code == 201, r.text
+        r = client.post("/v1/jobs", json={"model_id": r.json()["id"], "steps": [{"op": "quantize"}]})
+        assert r.status_code == 422, r.text
+        assert client.get("/v1/passes").status_code == 200
+        assert client.get("/openapi.json").status_code == 200
+    heavy = sorted(m for m in ("torch", "onnx", "onnxruntime") if m in sys.modules)
+    print("HEAVY=" + ",".join(heavy))
+    """
+)
+
+
+def test_api_process_imports_no_ml_runtime(tmp_path: Path, mlp_onnx: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MODELPRESS_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(mlp_onnx)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "HEAVY=\n" in proc.stdout
