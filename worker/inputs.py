@@ -65,15 +65,28 @@ def synthesize_inputs(
         ValueError: the batch size is not positive, ``input_shapes`` names an unknown input or
             has the wrong rank, or an input has an unsupported type or no declared rank.
     """
+    graph = _load(model_path).graph
+    return synthesize_from_specs(
+        _specs(graph), batch_size, input_shapes, seed, vocab=_embedding_rows(graph)
+    )
+
+
+def synthesize_from_specs(
+    specs: list[dict],
+    batch_size: int,
+    input_shapes: dict[str, list[int]] | None = None,
+    seed: int = 0,
+    vocab: dict[str, int] | None = None,
+) -> dict[str, np.ndarray]:
+    """Synthesize inputs from `{name, dtype, shape}` specs (any runtime) by the module's rules;
+    `vocab` bounds the ids of inputs known to index an embedding table."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    graph = _load(model_path).graph
-    specs = _specs(graph)
     shapes = input_shapes or {}
     unknown = sorted(set(shapes) - {spec["name"] for spec in specs})
     if unknown:
         raise ValueError(f"input_shapes names inputs the model does not have: {unknown}")
-    vocab = _embedding_rows(graph)
+    vocab = vocab or {}
     rng = np.random.default_rng(seed)
     arrays = {}
     for spec in specs:
@@ -299,3 +312,8 @@ def _check_sample_counts(bound: dict[str, np.ndarray], labels: np.ndarray | None
 
 def _head(array: np.ndarray, limit: int) -> np.ndarray:
     return array if array.ndim == 0 else array[:limit]
+
+
+def onnx_vocab(model_path: Path) -> dict[str, int]:
+    """Inputs of an ONNX model that index an embedding table, with the table's row count."""
+    return _embedding_rows(_load(model_path).graph)

@@ -80,6 +80,8 @@ def _stage_inputs(job: Job, scratch: Path, storage: Storage, session: Any) -> di
             "path": rel,
             "format": model.format,
             "input_shapes": model.input_shapes,
+            "inputs": model.inputs or [],
+            "outputs": model.outputs or [],
             "public": {
                 "id": model.id,
                 "name": model.name,

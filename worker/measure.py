@@ -1,5 +1,6 @@
 """Original vs optimized, measured in one process on the same inputs: size, latency, fidelity,
-accuracy. Every number here comes from a run; what cannot be run is reported as such."""
+accuracy. Each model runs in its own runtime (a PyTorch upload is measured in torch, an ONNX
+result in ONNX Runtime). Every number here comes from a run; what cannot be run says so."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from app.core.errors import JobFailure
 from app.jobs.schemas import JobCreate
-from worker.benchmark import compare_outputs, measure_latency, rss_bytes
-from worker.inputs import dataset_inputs, synthesize_inputs
-from worker.onnx_utils import load_checked, make_session, parameter_counts, signature
+from worker import runtimes
+from worker.benchmark import compare_outputs, measure_latency
+from worker.inputs import dataset_inputs, synthesize_from_specs
 
 FIDELITY_SAMPLES = 32
 MAX_EVAL_SAMPLES = 10_000
 EVAL_BATCH = 64
+LABELS = ("baseline", "optimized")
 
 
 def compressed_size(path: Path) -> int:
@@ -29,61 +30,45 @@ def compressed_size(path: Path) -> int:
     return total + len(comp.flush())
 
 
-def static_facts(path: Path) -> dict[str, Any]:
-    model = load_checked(path)
-    params, nonzero = parameter_counts(model)
+def _parameters(loaded: runtimes.Loaded) -> tuple[int, int]:
+    if loaded.format == "onnx":
+        from worker.onnx_utils import load_checked, parameter_counts
+
+        return parameter_counts(load_checked(loaded.path))
+    from worker.torch_models import parameter_counts as torch_counts
+
+    return torch_counts(loaded.run.module)
+
+
+def static_facts(loaded: runtimes.Loaded) -> dict[str, Any]:
+    params, nonzero = _parameters(loaded)
     return {
-        "format": "onnx",
-        "runtime": "onnxruntime",
-        "size_bytes": path.stat().st_size,
-        "compressed_size_bytes": compressed_size(path),
+        "format": loaded.format,
+        "runtime": loaded.runtime,
+        "size_bytes": loaded.path.stat().st_size,
+        "compressed_size_bytes": compressed_size(loaded.path),
         "parameters": params,
         "nonzero_parameters": nonzero,
         "sparsity": round(1 - nonzero / params, 6) if params else None,
+        "load_ms": round(loaded.load_ms, 3),
+        "load_rss_bytes": loaded.rss_delta_bytes,
     }
 
 
-def _fixed_batch(inputs: list[dict[str, Any]]) -> int | None:
-    shape = inputs[0]["shape"]
-    return shape[0] if shape and isinstance(shape[0], int) else None
-
-
-def run_batched(
-    session: Any, feeds: dict[str, np.ndarray], batch: int, fixed: bool
-) -> list[np.ndarray]:
-    """Run `feeds` through `session` in chunks of `batch` samples; outputs concatenated.
-
-    A model with a fixed batch size gets only whole batches (the remainder is left out).
-    """
-    n = len(next(iter(feeds.values())))
-    stop = n - n % batch if fixed else n
-    if stop == 0:
-        raise JobFailure("dataset_too_small", f"The model needs batches of {batch} samples.")
-    chunks = [
-        session.run(None, {k: v[start : start + batch] for k, v in feeds.items()})
-        for start in range(0, stop, batch)
-    ]
-    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
-
-
 class Pair:
-    """The baseline and optimized ONNX Runtime sessions, loaded side by side."""
+    """The original and the optimized model, loaded side by side, fed the same inputs."""
 
-    def __init__(self, original: Path, optimized: Path, threads: int) -> None:
-        self.paths = {"baseline": original, "optimized": optimized}
-        self.sessions: dict[str, Any] = {}
-        self.load_ms: dict[str, float] = {}
-        self.rss_delta: dict[str, int] = {}
-        for label, path in self.paths.items():
-            before = rss_bytes()
-            self.sessions[label], self.load_ms[label] = make_session(path, threads)
-            self.rss_delta[label] = rss_bytes() - before
-        self.inputs, self.outputs = signature(self.sessions["baseline"])
-        self.fixed_batch = _fixed_batch(self.inputs)
+    def __init__(
+        self, models: dict[str, runtimes.Loaded], specs: list[dict[str, Any]], vocab: dict[str, int]
+    ) -> None:
+        self.models, self.specs, self.vocab = models, specs, vocab
+        first = specs[0]["shape"] if specs and specs[0]["shape"] else None
+        self.fixed_batch: int | None = first[0] if first and isinstance(first[0], int) else None
 
-    def runner(self, label: str) -> Any:
-        session = self.sessions[label]
-        return lambda feeds: session.run(None, feeds)
+    def feeds(
+        self, batch: int, shapes: dict[str, list[int]] | None, seed: int
+    ) -> dict[str, np.ndarray]:
+        return synthesize_from_specs(self.specs, batch, shapes, seed, self.vocab)
 
 
 def latency(pair: Pair, spec: JobCreate, notes: list[str]) -> dict[str, dict[str, Any]]:
@@ -95,17 +80,16 @@ def latency(pair: Pair, spec: JobCreate, notes: list[str]) -> dict[str, dict[str
             f"The model has a fixed batch size of {pair.fixed_batch}; only that size was measured."
         )
         sizes = [pair.fixed_batch]
-    out: dict[str, dict[str, Any]] = {"baseline": {}, "optimized": {}}
+    out: dict[str, dict[str, Any]] = {label: {} for label in LABELS}
     for batch in sizes:
-        feeds = synthesize_inputs(pair.paths["baseline"], batch, bench.input_shapes, seed=batch)
         stats = measure_latency(
-            {label: pair.runner(label) for label in out},
-            feeds,
+            {label: pair.models[label].run for label in LABELS},
+            pair.feeds(batch, bench.input_shapes, seed=batch),
             iterations=bench.iterations,
             warmup=bench.warmup,
             time_budget_s=bench.time_budget_s,
         )
-        for label in out:
+        for label in LABELS:
             out[label][str(batch)] = stats[label]
     return out
 
@@ -113,49 +97,55 @@ def latency(pair: Pair, spec: JobCreate, notes: list[str]) -> dict[str, dict[str
 def _synthetic_feeds(pair: Pair, spec: JobCreate) -> dict[str, np.ndarray]:
     batch = pair.fixed_batch or FIDELITY_SAMPLES
     parts = [
-        synthesize_inputs(pair.paths["baseline"], batch, spec.benchmark.input_shapes, seed=1000 + i)
+        pair.feeds(batch, spec.benchmark.input_shapes, seed=1000 + i)
         for i in range(max(1, FIDELITY_SAMPLES // batch))
     ]
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def fidelity_and_accuracy(
-    pair: Pair, spec: JobCreate, datasets: dict[str, Path]
+    pair: Pair, spec: JobCreate, datasets: dict[str, Path], output_names: list[str]
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Outputs of both models on the same inputs (the evaluation set if given)."""
     batch = pair.fixed_batch or EVAL_BATCH
-    names = [o["name"] for o in pair.outputs]
     labels = None
     if spec.evaluation is not None:
+        names = [s["name"] for s in pair.specs]
         feeds, labels = dataset_inputs(
-            datasets[spec.evaluation.dataset_id], [i["name"] for i in pair.inputs], MAX_EVAL_SAMPLES
+            datasets[spec.evaluation.dataset_id], names, MAX_EVAL_SAMPLES
         )
         source = "dataset"
     else:
         feeds, source = _synthetic_feeds(pair, spec), "synthesized"
     fixed = pair.fixed_batch is not None
-    ref = run_batched(pair.sessions["baseline"], feeds, batch, fixed)
-    cand = run_batched(pair.sessions["optimized"], feeds, batch, fixed)
+    ref = runtimes.run_batched(pair.models["baseline"], feeds, batch, fixed)
+    cand = runtimes.run_batched(pair.models["optimized"], feeds, batch, fixed)
+    names = (
+        output_names if len(output_names) == len(ref) else [f"output_{i}" for i in range(len(ref))]
+    )
     fidelity = {
         "inputs": source,
         "samples": len(ref[0]),
         "outputs": compare_outputs(ref, cand, names),
     }
-    accuracy = None
-    if spec.evaluation is not None:
-        if labels is None:
-            raise ValueError("the evaluation dataset has no `labels` array")
-        from worker.metrics import score
+    if spec.evaluation is None:
+        return fidelity, None
+    if labels is None:
+        from app.core.errors import JobFailure
 
-        labels = labels[: len(ref[0])]
-        base = score(spec.evaluation.metric, ref[0], labels)
-        opt = score(spec.evaluation.metric, cand[0], labels)
-        lower_is_better = spec.evaluation.metric in ("mse", "mae")
-        accuracy = {
-            "metric": spec.evaluation.metric,
-            "baseline": base,
-            "optimized": opt,
-            "drop": (opt - base) if lower_is_better else (base - opt),
-            "samples": len(labels),
-        }
-    return fidelity, accuracy
+        raise JobFailure("invalid_dataset", "The evaluation dataset has no `labels` array.")
+    return fidelity, _accuracy(spec.evaluation.metric, ref[0], cand[0], labels[: len(ref[0])])
+
+
+def _accuracy(metric: str, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    from worker.metrics import score
+
+    base, opt = score(metric, ref, labels), score(metric, cand, labels)
+    lower_is_better = metric in ("mse", "mae")
+    return {
+        "metric": metric,
+        "baseline": base,
+        "optimized": opt,
+        "drop": (opt - base) if lower_is_better else (base - opt),
+        "samples": len(labels),
+    }

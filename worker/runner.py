@@ -10,7 +10,9 @@ from typing import Any
 from app.jobs.schemas import JobCreate
 from app.passes.base import PassContext
 from app.passes.registry import REGISTRY
-from worker import measure
+from app.passes.spec import plan
+from worker import measure, runtimes
+from worker.inputs import onnx_vocab
 from worker.progress import Progress
 from worker.report import (
     REPORT_SCHEMA_VERSION,
@@ -21,8 +23,20 @@ from worker.report import (
     write_json,
 )
 from worker.report_html import render_html
+from worker.tools import WorkerTools
 
 MODEL_EXTENSIONS = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2"}
+
+
+def _vocab(source: Path, fmt: str) -> dict[str, int]:
+    """Which inputs index an embedding table (their ids must stay below its row count)."""
+    if fmt == "onnx":
+        return onnx_vocab(source)
+    if fmt == "pt2":
+        from worker.torch_models import load_program, vocab_sizes
+
+        return vocab_sizes(load_program(source, fmt)[1])
+    return {}
 
 
 def _run_steps(
@@ -31,14 +45,17 @@ def _run_steps(
     fmt: str,
     scratch: Path,
     request: dict[str, Any],
+    tools: WorkerTools,
     progress: Progress,
 ) -> tuple[Path, str, list[dict[str, Any]]]:
     current, current_fmt, steps = source, fmt, []
-    total = len(spec.steps) + 1
+    planned = plan(list(spec.steps), fmt)
     datasets = {k: scratch / v for k, v in request.get("datasets", {}).items()}
-    for index, step in enumerate(spec.steps):
-        pass_ = REGISTRY.for_config(step)
-        progress.emit(index / total, f"step {index + 1}/{len(spec.steps)}: {pass_.name}", index)
+    for index, item in enumerate(planned):
+        pass_ = REGISTRY.for_config(item.config)
+        progress.emit(
+            index / (len(planned) + 1), f"step {index + 1}/{len(planned)}: {pass_.name}", index
+        )
         work = scratch / "work" / f"step{index}"
         work.mkdir(parents=True)
         ctx = PassContext(
@@ -46,17 +63,21 @@ def _run_steps(
             input_format=current_fmt,
             work_dir=work,
             step_index=index,
-            threads=int(request["threads"]),
+            threads=tools.threads,
+            tools=tools,
+            inputs=tools.specs,
             device=spec.device,
             datasets=datasets,
             original_path=source,
         )
         started = time.perf_counter()
-        result = pass_.run(ctx, step)
+        result = pass_.run(ctx, item.config)
         steps.append(
             {
                 "op": pass_.name,
-                "config": step.model_dump(mode="json"),
+                "implicit": item.implicit,
+                "spec_step": item.user_index,
+                "config": item.config.model_dump(mode="json"),
                 "pass_version": pass_.version,
                 "wall_s": round(time.perf_counter() - started, 4),
                 "input_format": current_fmt,
@@ -70,44 +91,57 @@ def _run_steps(
 
 
 def _measure(
-    spec: JobCreate, source: Path, final: Path, request: dict[str, Any], scratch: Path
+    spec: JobCreate,
+    source: Path,
+    final: Path,
+    request: dict[str, Any],
+    scratch: Path,
+    tools: WorkerTools,
 ) -> dict[str, Any]:
-    threads = int(request["threads"])
     datasets = {k: scratch / v for k, v in request.get("datasets", {}).items()}
     notes: list[str] = []
-    baseline, optimized = measure.static_facts(source), measure.static_facts(final)
-    pair = measure.Pair(source, final, threads)
+    fmts = {"baseline": request["model"]["format"], "optimized": request["final_format"]}
+    paths = {"baseline": source, "optimized": final}
+    loaded = {k: runtimes.load(paths[k], fmts[k], tools.specs, tools.threads) for k in paths}
+    vocab = dict(tools.vocab)
+    if fmts["optimized"] == "onnx":
+        vocab = {**onnx_vocab(final), **vocab}
+    pair = measure.Pair(loaded, tools.specs, vocab)
     lat = measure.latency(pair, spec, notes)
-    for label, facts in (("baseline", baseline), ("optimized", optimized)):
-        facts["load_ms"] = round(pair.load_ms[label], 3)
-        facts["session_rss_bytes"] = pair.rss_delta[label]
-        facts["latency_ms"] = lat[label]
-        facts["throughput"] = {b: s["throughput"] for b, s in lat[label].items()}
-    fidelity, accuracy = measure.fidelity_and_accuracy(pair, spec, datasets)
-    return {
-        "baseline": baseline,
-        "optimized": optimized,
-        "fidelity": fidelity,
-        "accuracy": accuracy,
-        "notes": notes,
-        "inputs": pair.inputs,
-    }
+    facts = {}
+    for label in measure.LABELS:
+        facts[label] = measure.static_facts(loaded[label])
+        facts[label]["latency_ms"] = lat[label]
+        facts[label]["throughput"] = {b: s["throughput"] for b, s in lat[label].items()}
+    outputs = [o["name"] for o in request["model"].get("outputs") or []]
+    fidelity, accuracy = measure.fidelity_and_accuracy(pair, spec, datasets, outputs)
+    if fmts["baseline"] != fmts["optimized"]:
+        notes.append(
+            f"The original ran in {loaded['baseline'].runtime} ({fmts['baseline']}), the result "
+            f"in {loaded['optimized'].runtime} ({fmts['optimized']}), on the same inputs."
+        )
+    return {**facts, "fidelity": fidelity, "accuracy": accuracy, "notes": notes}
 
 
 def run_pipeline(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
     """Run a job's spec on its model; returns the artifacts written under `scratch/out`."""
     spec = JobCreate.model_validate(request["spec"])
     progress = Progress(scratch)
-    source = scratch / request["model"]["path"]
-    final_path, final_fmt, steps = _run_steps(
-        spec, source, request["model"]["format"], scratch, request, progress
+    source, fmt = scratch / request["model"]["path"], request["model"]["format"]
+    tools = WorkerTools(
+        request["model"]["inputs"],
+        _vocab(source, fmt),
+        spec.benchmark.input_shapes,
+        int(request["threads"]),
     )
+    final_path, final_fmt, steps = _run_steps(spec, source, fmt, scratch, request, tools, progress)
+    request["final_format"] = final_fmt
     out = scratch / "out"
     out.mkdir()
     model_name = f"model.{MODEL_EXTENSIONS[final_fmt]}"
     shutil.copyfile(final_path, out / model_name)
     progress.emit(len(spec.steps) / (len(spec.steps) + 1), "measuring original vs optimized")
-    measured = _measure(spec, source, out / model_name, request, scratch)
+    measured = _measure(spec, source, out / model_name, request, scratch, tools)
     comp = comparison(measured["baseline"], measured["optimized"])
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -123,7 +157,7 @@ def run_pipeline(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
             **spec.benchmark.model_dump(mode="json"),
             "threads": int(request["threads"]),
             "interleaved": True,
-            "inputs": measured["inputs"],
+            "inputs": tools.specs,
         },
         "verdict": verdict(spec.constraints, comp, measured["optimized"], measured["accuracy"]),
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,6 +29,31 @@ class ModelInfo:
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
 
+class PassTools(Protocol):
+    """What the worker lends a running pass (implemented in worker/, which app never imports)."""
+
+    def load_torch(self, path: Path, fmt: str) -> tuple[Any, Any]:
+        """(callable module, ExportedProgram or None) through torch's restricted loaders."""
+        ...
+
+    def example_inputs(self, batch_size: int) -> dict[str, Any]:
+        """Synthesized numpy inputs for the model's signature at `batch_size`."""
+        ...
+
+    def validate(
+        self,
+        reference: Path,
+        reference_format: str,
+        candidate: Path,
+        candidate_format: str,
+        *,
+        rtol: float,
+        atol: float,
+    ) -> dict[str, Any]:
+        """Compare two models' outputs at two batch sizes; raise JobFailure past tolerance."""
+        ...
+
+
 @dataclass
 class PassContext:
     """What a running pass gets in the sandbox: its input file and a private working directory."""
@@ -38,6 +63,8 @@ class PassContext:
     work_dir: Path
     step_index: int
     threads: int
+    tools: PassTools
+    inputs: list[dict[str, Any]] = field(default_factory=list)
     device: str = "cpu"
     datasets: dict[str, Path] = field(default_factory=dict)
     original_path: Path | None = None

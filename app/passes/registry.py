@@ -36,11 +36,12 @@ class PassRegistry:
 
 def build_registry() -> PassRegistry:
     """The built-in passes; new techniques are added to this list, not discovered."""
+    from app.passes.export import ExportPass
     from app.passes.optimize import OptimizePass
     from app.passes.quantize import QuantizePass
 
     registry = PassRegistry()
-    for pass_ in (QuantizePass(), OptimizePass()):
+    for pass_ in (QuantizePass(), OptimizePass(), ExportPass()):
         registry.register(pass_)
     return registry
 

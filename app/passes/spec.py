@@ -1,37 +1,66 @@
-"""The job spec's step union and the chaining check (formats fit from one step to the next)."""
+"""The job spec's step union, implicit conversions, and the chaining check."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import Field
 
 from app.passes.base import ModelInfo, PassConfig
+from app.passes.export import ExportConfig
 from app.passes.optimize import OptimizeConfig
 from app.passes.quantize import QuantizeConfig
 from app.passes.registry import REGISTRY
 
 # Written out (not built from the registry) so that type checkers and OpenAPI see it;
 # tests/passes/test_spec.py asserts it equals the registry.
-StepConfig = Annotated[QuantizeConfig | OptimizeConfig, Field(discriminator="op")]
-STEP_CONFIG_TYPES: tuple[type[PassConfig], ...] = (QuantizeConfig, OptimizeConfig)
+StepConfig = Annotated[QuantizeConfig | OptimizeConfig | ExportConfig, Field(discriminator="op")]
+STEP_CONFIG_TYPES: tuple[type[PassConfig], ...] = (QuantizeConfig, OptimizeConfig, ExportConfig)
+TORCH_FORMATS = ("pt2", "torchscript")
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    config: Any
+    user_index: int  # the spec step it belongs to (an implicit conversion precedes that step)
+    implicit: bool = False
+
+
+def plan(steps: list[Any], model_format: str) -> list[PlannedStep]:
+    """The steps to run: the user's, plus an ONNX export before an ONNX-only step that gets a
+    PyTorch program (e.g. `quantize` on a `.pt2` upload)."""
+    planned: list[PlannedStep] = []
+    fmt = model_format
+    for index, step in enumerate(steps):
+        pass_ = REGISTRY.for_config(step)
+        if (
+            fmt not in pass_.input_formats
+            and fmt in TORCH_FORMATS
+            and "onnx" in pass_.input_formats
+        ):
+            planned.append(PlannedStep(ExportConfig(op="export", format="onnx"), index, True))
+            fmt = "onnx"
+        planned.append(PlannedStep(step, index))
+        fmt = pass_.output_format_for(step, fmt)
+    return planned
 
 
 def check_chain(steps: list[Any], model: ModelInfo) -> list[str]:
-    """Check every step against the format the previous one hands over.
+    """Check every planned step against the format the previous one hands over.
 
     Returns:
-        The format after each step.
+        The format after each planned step.
 
     Raises:
         SpecInvalid: with a JSON pointer (`/steps/<i>`) at the first step that cannot run.
     """
     formats: list[str] = []
     current = model
-    for index, step in enumerate(steps):
-        pass_ = REGISTRY.for_config(step)
-        pass_.check(step, current, f"/steps/{index}")
-        produced = pass_.output_format_for(step, current.format)
+    for planned in plan(steps, model.format):
+        pass_ = REGISTRY.for_config(planned.config)
+        pass_.check(planned.config, current, f"/steps/{planned.user_index}")
+        produced = pass_.output_format_for(planned.config, current.format)
         formats.append(produced)
         current = ModelInfo(produced, current.inputs, current.outputs)
     return formats

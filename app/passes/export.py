@@ -1,0 +1,150 @@
+"""`export`: convert between ONNX, TorchScript and `.pt2`, validated numerically.
+
+Which exporter works depends on the input (FIELD-NOTES.md, torch 2.13): a `.pt2` program goes to
+ONNX through the dynamo exporter (it keeps the program's dynamic axes); a TorchScript module only
+through the TorchScript-based exporter (dynamo fails on a ScriptModule), with a dynamic batch
+axis on every input and output. Every export is checked against the original at two batch sizes;
+an export that drifts (e.g. a shape baked in at trace time) fails the step with the measured error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from app.core.errors import SpecInvalid
+from app.passes.base import ModelInfo, Pass, PassConfig, PassContext, PassResult
+
+ExportFormat = Literal["onnx", "torchscript", "pt2"]
+# (from, to) pairs this pass can do; everything else is refused at submit time.
+SUPPORTED = {
+    ("pt2", "onnx"),
+    ("torchscript", "onnx"),
+    ("pt2", "torchscript"),
+    ("onnx", "onnx"),
+}
+TORCHSCRIPT_MAX_OPSET = 20  # the TorchScript-based exporter's newest opset
+WHY_NOT = {
+    ("torchscript", "pt2"): "torch.export cannot trace a TorchScript module (torch 2.13).",
+    ("onnx", "torchscript"): "ONNX to PyTorch conversion is not available yet.",
+    ("onnx", "pt2"): "ONNX to PyTorch conversion is not available yet.",
+}
+
+
+class ExportConfig(PassConfig):
+    """Convert the model to another format."""
+
+    op: Literal["export"] = Field(description="Format conversion.")
+    format: ExportFormat = Field(description="Target format: `onnx`, `torchscript` or `pt2`.")
+    opset: int = Field(
+        18, ge=13, le=23, description="ONNX opset of the result (ONNX targets only)."
+    )
+    rtol: float = Field(1e-3, gt=0, le=1, description="Relative tolerance of the validation.")
+    atol: float = Field(1e-4, gt=0, le=1, description="Absolute tolerance of the validation.")
+
+
+class ExportPass(Pass[ExportConfig]):
+    name = "export"
+    version = "1.0"
+    config_cls = ExportConfig
+    input_formats = ("onnx", "torchscript", "pt2")
+    summary = "Format conversion (ONNX, TorchScript, .pt2), checked against the original."
+
+    def output_format_for(self, config: ExportConfig, input_format: str) -> str:
+        return config.format
+
+    def check(self, config: ExportConfig, model: ModelInfo, pointer: str) -> None:
+        super().check(config, model, pointer)
+        pair = (model.format, config.format)
+        if pair in SUPPORTED:
+            return
+        reason = WHY_NOT.get(pair, f"The model already is {config.format}.")
+        raise SpecInvalid(
+            f"Cannot export {model.format} to {config.format}: {reason}", pointer=pointer
+        )
+
+    def run(self, ctx: PassContext, config: ExportConfig) -> PassResult:
+        pair = (ctx.input_format, config.format)
+        out = (
+            ctx.work_dir
+            / {"onnx": "model.onnx", "torchscript": "model.pt", "pt2": "model.pt2"}[config.format]
+        )
+        warnings: list[str] = []
+        if pair == ("pt2", "onnx"):
+            metrics = _pt2_to_onnx(ctx, out, config.opset)
+        elif pair == ("torchscript", "onnx"):
+            metrics = _torchscript_to_onnx(ctx, out, config.opset)
+            warnings.append(
+                "TorchScript exports keep only the batch axis dynamic: other axes are fixed at "
+                "the upload's input_shapes."
+            )
+        elif pair == ("pt2", "torchscript"):
+            metrics = _pt2_to_torchscript(ctx, out)
+        else:
+            metrics = _onnx_opset(ctx, out, config.opset)
+        metrics["validation"] = ctx.tools.validate(
+            ctx.input_path, ctx.input_format, out, config.format, rtol=config.rtol, atol=config.atol
+        )
+        return PassResult(out, config.format, metrics, warnings)
+
+
+def _example_args(ctx: PassContext) -> tuple[Any, ...]:
+    import torch
+
+    feeds = ctx.tools.example_inputs(2)
+    return tuple(torch.from_numpy(feeds[spec["name"]]) for spec in ctx.inputs)
+
+
+def _pt2_to_onnx(ctx: PassContext, out: Path, opset: int) -> dict[str, Any]:
+    import torch
+
+    _module, program = ctx.tools.load_torch(ctx.input_path, "pt2")
+    torch.onnx.export(
+        program, (), str(out), dynamo=True, external_data=False, opset_version=opset, optimize=True
+    )
+    return {"exporter": "torch.onnx dynamo", "opset": opset}
+
+
+def _torchscript_to_onnx(ctx: PassContext, out: Path, opset: int) -> dict[str, Any]:
+    import torch
+
+    module, _program = ctx.tools.load_torch(ctx.input_path, "torchscript")
+    args = _example_args(ctx)
+    with torch.inference_mode():
+        result = module(*args)
+    count = len(result) if isinstance(result, list | tuple) else 1
+    names = [spec["name"] for spec in ctx.inputs]
+    outputs = ["output"] if count == 1 else [f"output_{i}" for i in range(count)]
+    torch.onnx.export(
+        module,
+        args,
+        str(out),
+        dynamo=False,
+        input_names=names,
+        output_names=outputs,
+        dynamic_axes={name: {0: "batch"} for name in names + outputs},
+        opset_version=min(opset, TORCHSCRIPT_MAX_OPSET),
+    )
+    return {"exporter": "torch.onnx torchscript", "opset": min(opset, TORCHSCRIPT_MAX_OPSET)}
+
+
+def _pt2_to_torchscript(ctx: PassContext, out: Path) -> dict[str, Any]:
+    import torch
+
+    module, _program = ctx.tools.load_torch(ctx.input_path, "pt2")
+    traced = torch.jit.trace(module, _example_args(ctx), strict=False, check_trace=False)
+    torch.jit.save(traced, str(out))
+    return {"exporter": "torch.jit.trace"}
+
+
+def _onnx_opset(ctx: PassContext, out: Path, opset: int) -> dict[str, Any]:
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(ctx.input_path))
+    before = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    converted = model if before == opset else version_converter.convert_version(model, opset)
+    onnx.save(converted, str(out))
+    return {"exporter": "onnx.version_converter", "opset_before": before, "opset": opset}

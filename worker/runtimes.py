@@ -1,0 +1,72 @@
+"""One way to run any model format on numpy feeds: ONNX Runtime for ONNX, torch for the rest."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.benchmark import rss_bytes
+
+
+@dataclass
+class Loaded:
+    """A model ready to run: `run(feeds) -> outputs` plus what loading it cost."""
+
+    path: Path
+    format: str
+    runtime: str
+    run: Any
+    load_ms: float
+    rss_delta_bytes: int
+    inputs: list[dict[str, Any]]
+    outputs: list[str]
+    program: Any = None
+
+
+def load(path: Path, fmt: str, specs: list[dict[str, Any]], threads: int) -> Loaded:
+    """Load `path` in its runtime; `specs` give the input order for torch programs."""
+    before = rss_bytes()
+    if fmt == "onnx":
+        from worker.onnx_utils import make_session, signature
+
+        session, load_ms = make_session(path, threads)
+        inputs, outputs = signature(session)
+        return Loaded(
+            path,
+            fmt,
+            "onnxruntime",
+            lambda feeds: session.run(None, feeds),
+            load_ms,
+            rss_bytes() - before,
+            inputs,
+            [o["name"] for o in outputs],
+        )
+    from worker.torch_models import TorchRunner, load_program
+
+    start = time.perf_counter()
+    module, program = load_program(path, fmt)
+    runner = TorchRunner(module, specs, threads)
+    load_ms = (time.perf_counter() - start) * 1000
+    return Loaded(path, fmt, "torch", runner, load_ms, rss_bytes() - before, specs, [], program)
+
+
+def run_batched(
+    loaded: Loaded, feeds: dict[str, np.ndarray], batch: int, fixed: bool
+) -> list[np.ndarray]:
+    """Run `feeds` in chunks of `batch` samples, outputs concatenated; a fixed-batch model gets
+    whole batches only (the remainder is left out)."""
+    from app.core.errors import JobFailure
+
+    n = len(next(iter(feeds.values())))
+    stop = n - n % batch if fixed else n
+    if stop == 0:
+        raise JobFailure("dataset_too_small", f"The model needs batches of {batch} samples.")
+    chunks = [
+        loaded.run({k: v[start : start + batch] for k, v in feeds.items()})
+        for start in range(0, stop, batch)
+    ]
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]

@@ -1,0 +1,80 @@
+"""The worker's implementation of `PassTools`: loading, example inputs, export validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.core.errors import JobFailure
+from worker import runtimes
+from worker.benchmark import compare_outputs
+from worker.inputs import synthesize_from_specs
+
+
+class WorkerTools:
+    def __init__(
+        self,
+        specs: list[dict[str, Any]],
+        vocab: dict[str, int],
+        shapes: dict[str, list[int]] | None,
+        threads: int,
+    ) -> None:
+        self.specs, self.vocab, self.shapes, self.threads = specs, vocab, shapes, threads
+
+    def load_torch(self, path: Path, fmt: str) -> tuple[Any, Any]:
+        from worker.torch_models import load_program
+
+        return load_program(path, fmt)
+
+    def example_inputs(self, batch_size: int, seed: int = 0) -> dict[str, Any]:
+        return synthesize_from_specs(self.specs, batch_size, self.shapes, seed, self.vocab)
+
+    def validation_batches(self) -> list[int]:
+        first = self.specs[0]["shape"] if self.specs and self.specs[0]["shape"] else [1]
+        return [first[0]] if isinstance(first[0], int) else [1, 3]
+
+    def validate(
+        self,
+        reference: Path,
+        reference_format: str,
+        candidate: Path,
+        candidate_format: str,
+        *,
+        rtol: float,
+        atol: float,
+    ) -> dict[str, Any]:
+        """Both models on the same inputs at each batch size; JobFailure past the tolerance."""
+        ref = runtimes.load(reference, reference_format, self.specs, self.threads)
+        cand = runtimes.load(candidate, candidate_format, self.specs, self.threads)
+        errors: dict[str, float | None] = {}
+        for batch in self.validation_batches():
+            feeds = self.example_inputs(batch, seed=batch)
+            expected = ref.run(feeds)
+            try:
+                got = cand.run(feeds)
+            except Exception as exc:
+                raise JobFailure(
+                    "export_mismatch", f"The converted model fails at batch size {batch}: {exc}"
+                ) from exc
+            names = [f"output_{i}" for i in range(len(expected))]
+            compared = compare_outputs(expected, got, names)
+            errors[str(batch)] = max(
+                (c["max_abs_error"] for c in compared.values()),
+                default=None,
+                key=lambda e: float("inf") if e is None else e,
+            )
+            for exp, out in zip(expected, got, strict=False):
+                if exp.shape != out.shape or not np.allclose(out, exp, rtol=rtol, atol=atol):
+                    raise JobFailure(
+                        "export_mismatch",
+                        f"The converted model differs from the original at batch size {batch}: "
+                        f"max abs error {errors[str(batch)]}, tolerance rtol={rtol} atol={atol}.",
+                    )
+        return {
+            "batch_sizes": list(map(int, errors)),
+            "max_abs_error": errors,
+            "rtol": rtol,
+            "atol": atol,
+        }
