@@ -161,7 +161,7 @@ def cnn_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def transformer_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer transformer encoder over token ids (vocabulary 1000), dynamic batch and sequence."""
+    """A 2-layer transformer encoder over token ids (vocabulary 1000), dynamic batch and length."""
     import torch
 
     class Encoder(torch.nn.Module):

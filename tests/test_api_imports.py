@@ -18,7 +18,8 @@ SCRIPT = textwrap.dedent(
         with open(sys.argv[1], "rb") as fh:
             r = client.post("/v1/models", files={"file": ("m.onnx", fh)})
         assert r.status_code == 201, r.text
-        r = client.post("/v1/jobs", json={"model_id": r.json()["id"], "steps": [{"op": "quantize"}]})
+        spec = {"model_id": r.json()["id"], "steps": [{"op": "quantize"}]}
+        r = client.post("/v1/jobs", json=spec)
         assert r.status_code == 422, r.text
         assert client.get("/v1/passes").status_code == 200
         assert client.get("/openapi.json").status_code == 200

@@ -19,6 +19,7 @@ from app.core.errors import BadRequest, PayloadTooLarge, Unprocessable
 MAX_FIELDS = 8
 MAX_FIELD_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 8 * 1024
+MULTIPART_OVERHEAD = MAX_FIELDS * (MAX_FIELD_BYTES + MAX_HEADER_BYTES) + 64 * 1024
 
 
 @dataclass
@@ -117,6 +118,7 @@ async def receive_multipart(
     dest: Path,
     limit: int,
     file_field: str = "file",
+    content_length: str | None = None,
 ) -> tuple[UploadedFile, dict[str, str]]:
     """Parse a multipart body: the `file_field` part streams to `dest`, other fields are small.
 
@@ -125,6 +127,7 @@ async def receive_multipart(
         PayloadTooLarge: the file is larger than `limit` (reading stops at limit + 1 byte).
         Unprocessable: no file part, or an empty file.
     """
+    check_content_length(content_length, limit)
     ctype, params = parse_options_header(content_type or "")
     boundary = params.get(b"boundary")
     if ctype != b"multipart/form-data" or not boundary or len(boundary) > 200:
@@ -156,3 +159,18 @@ async def receive_multipart(
     if st.file.size == 0:
         raise Unprocessable("The uploaded file is empty.", code="empty_file")
     return st.file, st.fields
+
+
+def check_content_length(value: str | None, limit: int) -> None:
+    """Refuse a bad or oversized declared length before reading the body (UP-02/UP-03).
+
+    Raises:
+        BadRequest: not a non-negative integer.
+        PayloadTooLarge: more than the limit plus room for the multipart framing.
+    """
+    if value is None:
+        return  # chunked: the streaming limit applies
+    if not value.isdigit():
+        raise BadRequest("Invalid Content-Length.", code="invalid_content_length")
+    if int(value) > limit + MULTIPART_OVERHEAD:
+        raise PayloadTooLarge(f"The upload exceeds the limit of {limit} bytes.")

@@ -49,10 +49,14 @@ def build_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
 
 
-@lru_cache(maxsize=8)
 def get_engine(url: str | None = None) -> Engine:
-    """The cached engine of `url` (default: the configured database)."""
-    return build_engine(url or get_settings().resolved_database_url)
+    """The cached engine of `url` (default: the database configured now)."""
+    return _engine_for(url or get_settings().resolved_database_url)
+
+
+@lru_cache(maxsize=8)
+def _engine_for(url: str) -> Engine:
+    return build_engine(url)
 
 
 def get_sessionmaker(url: str | None = None) -> sessionmaker[Session]:

@@ -12,7 +12,7 @@ from app.core.config import get_settings
 from app.db.migrate import is_at_head
 from app.db.orm import Job
 from app.db.session import get_engine
-from app.http.deps import SessionDep
+from app.http.deps import CurrentTenant, SessionDep
 from app.http.problems import Problem
 from app.passes.registry import REGISTRY
 
@@ -78,7 +78,7 @@ def metrics(session: SessionDep) -> Response:
 
 
 @router.get("/v1/passes", summary="The technique catalog")
-def list_passes() -> dict[str, Any]:
+def list_passes(_tenant: CurrentTenant) -> dict[str, Any]:
     """Each op with its JSON schema (the step fields), formats and devices."""
     items = [
         {

@@ -125,8 +125,19 @@ def _check_members(zf: zipfile.ZipFile, file_size: int) -> list[zipfile.ZipInfo]
                 code="archive_limits",
             )
     if len(roots) != 1:
-        raise Unprocessable("A torch archive has exactly one top folder.", code="archive_limits")
+        raise UnsupportedModelFormat("A zip archive that is no TorchScript or .pt2 program.")
     return infos
+
+
+def _check_exact_bounds(path: Path, zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> None:
+    """The archive must be the whole file: no bytes before its first member or after its end
+    record (zipfile tolerates both, which lets one file pass as two formats)."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        fh.seek(max(size - 22 - len(zf.comment), 0))
+        tail = fh.read(4)
+    if tail != b"PK\x05\x06" or min((i.header_offset for i in infos), default=0) != 0:
+        raise UnsupportedModelFormat("The zip archive has extra bytes around it.")
 
 
 def _scan_pickles(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], kind: str) -> None:
@@ -138,20 +149,56 @@ def _scan_pickles(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], kind: str) 
                 f"Pickle member {info.filename!r} is too large.", code="archive_limits"
             )
         data = zf.read(info)
+        if data.startswith(b"PK\x03\x04"):
+            _scan_nested(data, info.filename, kind)
+            continue
         if not data.startswith(b"\x80"):
             continue  # JSON configs under data/constants are not pickles
-        try:
-            bad = _disallowed(_pickle_globals(data), kind)
-        except Exception as exc:
-            raise Unprocessable(
-                f"Pickle member {info.filename!r} is malformed.", code="archive_limits"
-            ) from exc
-        if bad:
-            raise UnsafePickle(
-                f"The archive's {info.filename.split('/', 1)[-1]} imports {', '.join(bad)}, which "
-                f"is not allowed. {EXPORT_HINT}",
-                globals=bad,
-            )
+        named = info.filename.endswith((".pkl", ".debug_pkl", ".pt"))
+        _check_pickle(data, info.filename, kind, strict=named)
+
+
+def _scan_nested(data: bytes, name: str, kind: str) -> None:
+    """A torch.save archive inside the program (e.g. .pt2 sample inputs): every pickle in it is
+    held to the same allowlist; deeper nesting is refused."""
+    import io
+
+    try:
+        inner = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise Unprocessable(
+            f"Archive member {name!r} is malformed.", code="archive_limits"
+        ) from exc
+    with inner:
+        for info in inner.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or info.file_size > MAX_PICKLE_BYTES:
+                raise Unprocessable(
+                    f"Archive member {name!r} is over the limits.", code="archive_limits"
+                )
+            body = inner.read(info)
+            if body.startswith(b"PK\x03\x04"):
+                raise Unprocessable(
+                    f"Archive member {name!r} nests archives.", code="archive_limits"
+                )
+            if info.filename.endswith(".pkl"):
+                _check_pickle(body, f"{name}/{info.filename.split('/', 1)[-1]}", kind)
+
+
+def _check_pickle(data: bytes, name: str, kind: str, strict: bool = True) -> None:
+    """Hold one pickle to the allowlist. Not strict: bytes that do not parse as a pickle are raw
+    tensor data (a loader could not unpickle them either)."""
+    try:
+        bad = _disallowed(_pickle_globals(data), kind)
+    except Exception as exc:
+        if not strict:
+            return
+        raise Unprocessable(f"Pickle member {name!r} is malformed.", code="archive_limits") from exc
+    if bad:
+        raise UnsafePickle(
+            f"The archive's {name.split('/', 1)[-1]} imports {', '.join(bad)}, which "
+            f"is not allowed. {EXPORT_HINT}",
+            globals=bad,
+        )
 
 
 def _classify_zip(path: Path) -> Detected:
@@ -162,6 +209,7 @@ def _classify_zip(path: Path) -> Detected:
         raise UnsupportedModelFormat("A truncated or malformed zip archive.") from exc
     with zf:
         infos = _check_members(zf, file_size)
+        _check_exact_bounds(path, zf, infos)
         names = {i.filename.split("/", 1)[-1] for i in infos}
         if "archive_format" in names or "models/model.json" in names:
             kind = PT2
@@ -237,6 +285,16 @@ def _looks_like_onnx(path: Path) -> bool:
         return pos == size and {1, 7} <= seen
 
 
+def _raw_pickle_globals(path: Path) -> list[str]:
+    """The globals a raw pickle names (read, never run), for the refusal's detail."""
+    if path.stat().st_size > MAX_PICKLE_BYTES:
+        return []
+    try:
+        return sorted(_pickle_globals(path.read_bytes()))
+    except Exception:
+        return []  # malformed: refused all the same
+
+
 def detect_format(path: Path) -> Detected:
     """The model format of an uploaded file, after the checks that need no torch.
 
@@ -251,7 +309,8 @@ def detect_format(path: Path) -> Detected:
         return _classify_zip(path)
     if head[:1] == b"\x80" and len(head) > 1 and 2 <= head[1] <= 5:
         raise UnsafePickle(
-            f"This is a pickled Python object, which would run code when loaded. {EXPORT_HINT}"
+            f"This is a pickled Python object, which would run code when loaded. {EXPORT_HINT}",
+            globals=_raw_pickle_globals(path),
         )
     if _looks_like_onnx(path):
         return Detected(ONNX)

@@ -75,6 +75,7 @@ async def upload_model(
             request.headers.get("content-type"),
             dest=scratch / "file.part",
             limit=settings.max_upload_bytes,
+            content_length=request.headers.get("content-length"),
         )
 
         def _create() -> MlModelRead:

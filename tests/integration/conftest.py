@@ -62,7 +62,11 @@ class Proc:
         self.log = log
         self.fh = log.open("wb")
         self.popen = subprocess.Popen(
-            argv, env=env, stdout=self.fh, stderr=subprocess.STDOUT, start_new_session=True,
+            argv,
+            env=env,
+            stdout=self.fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
             cwd=PROJECT_ROOT,
         )
 

@@ -30,7 +30,11 @@ def redis_url() -> str:
 
 @pytest.fixture
 def redis_client(
-    env: dict[str, str], redis_url: str, monkeypatch: pytest.MonkeyPatch, spawn: Callable, helpers: Any
+    env: dict[str, str],
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    spawn: Callable,
+    helpers: Any,
 ) -> Any:
     """The API in this process (publishing to Redis) and a Celery worker process beside it."""
     from fastapi.testclient import TestClient

@@ -46,7 +46,11 @@ def test_embedded_mode_quantizes_a_transformer_end_to_end(
     spec = {
         "model_id": model["id"],
         "steps": [{"op": "quantize"}],
-        "benchmark": {"batch_sizes": [1, 4], "iterations": 5, "input_shapes": {"input_ids": [1, 16]}},
+        "benchmark": {
+            "batch_sizes": [1, 4],
+            "iterations": 5,
+            "input_shapes": {"input_ids": [1, 16]},
+        },
     }
 
     job = server.post("/v1/jobs", json=spec, headers={"Idempotency-Key": "e2e-1"}).json()

@@ -82,7 +82,11 @@ def _upload(client: Any, path: Path, shapes: str | None = None) -> dict[str, Any
 
 
 def _job(client: Any, model_id: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
-    spec = {"model_id": model_id, "steps": steps, "benchmark": {"batch_sizes": [1, 4], "iterations": 5}}
+    spec = {
+        "model_id": model_id,
+        "steps": steps,
+        "benchmark": {"batch_sizes": [1, 4], "iterations": 5},
+    }
     job = client.post("/v1/jobs", json=spec)
     assert job.status_code == 202, job.text
     return _drain(job.json()["id"], client, "jobs")
@@ -123,8 +127,13 @@ def test_torchscript_cnn_quantizes_through_an_implicit_export(client: Any, tmp_p
     assert model["format"] == "torchscript" and model["status"] == "ready"
     assert job["status"] == "succeeded", job["error"]
     report = client.get(f"/v1/jobs/{job['id']}/report").json()
-    assert [(s["op"], s["implicit"]) for s in report["steps"]] == [("export", True), ("quantize", False)]
-    assert report["baseline"]["runtime"] == "torch" and report["optimized"]["runtime"] == "onnxruntime"
+    assert [(s["op"], s["implicit"]) for s in report["steps"]] == [
+        ("export", True),
+        ("quantize", False),
+    ]
+    assert (
+        report["baseline"]["runtime"] == "torch" and report["optimized"]["runtime"] == "onnxruntime"
+    )
     x = np.random.default_rng(1).standard_normal((4, 3, 16, 16)).astype(np.float32)
     expected = module(torch.from_numpy(x)).detach().numpy()
     got = _onnx(_download(client, job, tmp_path), x, "x")

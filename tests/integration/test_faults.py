@@ -1,0 +1,96 @@
+"""Fault cases with real processes: a worker killed mid-job (JOB-01/ISO-10), a stop mid-job."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+SLOW_BENCHMARK = {"batch_sizes": [1], "iterations": 2000, "time_budget_s": 8}
+
+
+@pytest.fixture
+def worker_env(env: dict[str, str], helpers: Any) -> dict[str, str]:
+    return helpers.process_env({**env, "MODELPRESS_JOB_LEASE_SECONDS": "3"})
+
+
+def _submit(
+    client: Any, model: Path, helpers: Any, spawn: Callable, worker_env: dict
+) -> tuple[str, Any]:
+    worker = spawn(["worker", "--embedded"], worker_env, "worker-1")
+    with model.open("rb") as fh:
+        m = client.post("/v1/models?wait=true", files={"file": ("m.onnx", fh)}).json()
+    spec = {"model_id": m["id"], "steps": [{"op": "quantize"}], "benchmark": SLOW_BENCHMARK}
+    job = client.post("/v1/jobs", json=spec).json()
+    helpers.wait_for(
+        lambda: client.get(f"/v1/jobs/{job['id']}").json()["status"] == "running", 60, "running"
+    )
+    return job["id"], worker
+
+
+def test_a_job_whose_worker_is_killed_runs_again_and_succeeds_once(
+    client: Any, mlp_onnx: Path, helpers: Any, spawn: Callable, worker_env: dict
+) -> None:
+    job_id, worker = _submit(client, mlp_onnx, helpers, spawn, worker_env)
+
+    worker.stop(signal.SIGKILL)  # the whole group: worker and its sandbox child
+    spawn(["worker", "--embedded"], worker_env, "worker-2")
+    done = helpers.wait_job(client, job_id)
+
+    assert done["status"] == "succeeded", done
+    assert done["attempt"] == 2
+    assert sorted(a["name"] for a in done["artifacts"]) == [
+        "manifest.json",
+        "model.onnx",
+        "report.html",
+        "report.json",
+    ]
+
+
+def test_a_sandbox_child_dies_with_its_killed_worker(
+    client: Any, mlp_onnx: Path, helpers: Any, spawn: Callable, worker_env: dict
+) -> None:
+    """ISO-10: the child runs in a session of its own; PDEATHSIG takes it down with the worker."""
+    _job_id, worker = _submit(client, mlp_onnx, helpers, spawn, worker_env)
+    children = helpers.wait_for(lambda: _sandboxes(worker_env), 30, "the sandbox child")
+
+    os.kill(worker.popen.pid, signal.SIGKILL)  # the worker alone, not its group
+
+    helpers.wait_for(lambda: not any(_alive(p) for p in children), 30, "the sandbox child to die")
+
+
+def test_a_worker_stopped_mid_job_requeues_it(
+    client: Any, mlp_onnx: Path, helpers: Any, spawn: Callable, worker_env: dict
+) -> None:
+    job_id, worker = _submit(client, mlp_onnx, helpers, spawn, worker_env)
+
+    code = worker.stop(signal.SIGTERM)
+
+    assert code == 0, worker.tail()
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+
+
+def _sandboxes(env: dict[str, str]) -> list[int]:
+    """Pids of sandbox children working under this test's data directory."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "worker.sandbox" in cmdline and env["MODELPRESS_DATA_DIR"] in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has exited

@@ -1,0 +1,161 @@
+"""`/v1/jobs` after submission: cancel, read, list with filters and pages, artifacts, reports.
+No worker runs here: jobs stay `queued` unless the test cancels them."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from app.db.orm import MlModel
+from app.db.session import session_scope
+
+PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
+
+
+@pytest.fixture
+def model_id(client: Any, env: dict[str, str], mlp_onnx: Path) -> str:
+    """An ONNX model marked `ready` in the database (as the inspection would)."""
+    response = client.post("/v1/models", files={"file": ("mlp.onnx", mlp_onnx.read_bytes())})
+    model_id = str(response.json()["id"])
+    with session_scope(env["MODELPRESS_DATABASE_URL"]) as session:
+        session.execute(
+            update(MlModel)
+            .where(MlModel.id == model_id)
+            .values(
+                status="ready",
+                inputs=[{"name": "input", "dtype": "float32", "shape": ["batch", 32]}],
+                outputs=[{"name": "output", "dtype": "float32", "shape": ["batch", 10]}],
+            )
+        )
+    return model_id
+
+
+@pytest.fixture
+def job(client: Any, model_id: str) -> dict[str, Any]:
+    response = client.post("/v1/jobs", json={"model_id": model_id, "steps": [{"op": "quantize"}]})
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def _submit(client: Any, model_id: str) -> str:
+    spec = {"model_id": model_id, "steps": [{"op": "optimize"}]}
+    return str(client.post("/v1/jobs", json=spec).json()["id"])
+
+
+def _assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body.keys() >= PROBLEM_KEYS
+    assert (body["status"], body["code"]) == (status, code)
+    return body
+
+
+# ---------------------------------------------------------------- cancel (JOB-12)
+
+
+def test_cancel_queued_job_is_cancelled(client: Any, job: dict[str, Any]) -> None:
+    response = client.post(f"/v1/jobs/{job['id']}/cancel")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "cancelled"
+    assert body["cancel_requested"] is True
+    assert body["finished_at"] is not None
+
+
+def test_cancelled_job_reads_back_cancelled(client: Any, job: dict[str, Any]) -> None:
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+
+    response = client.get(f"/v1/jobs/{job['id']}")
+
+    assert response.json()["status"] == "cancelled"
+
+
+def test_cancel_again_is_409_already_terminal(client: Any, job: dict[str, Any]) -> None:
+    client.post(f"/v1/jobs/{job['id']}/cancel")
+
+    response = client.post(f"/v1/jobs/{job['id']}/cancel")
+
+    _assert_problem(response, 409, "already_terminal")
+
+
+def test_cancel_unknown_job_is_404(client: Any) -> None:
+    response = client.post(f"/v1/jobs/{uuid.uuid4()}/cancel")
+
+    _assert_problem(response, 404, "not_found")
+
+
+# ---------------------------------------------------------------- reads
+
+
+def test_get_unknown_job_is_404_problem(client: Any) -> None:
+    response = client.get(f"/v1/jobs/{uuid.uuid4()}")
+
+    _assert_problem(response, 404, "not_found")
+
+
+def test_list_filters_by_status(client: Any, model_id: str) -> None:
+    kept, cancelled = _submit(client, model_id), _submit(client, model_id)
+    client.post(f"/v1/jobs/{cancelled}/cancel")
+
+    queued = client.get("/v1/jobs", params={"status": "queued"}).json()
+    done = client.get("/v1/jobs", params={"status": "cancelled"}).json()
+
+    assert [j["id"] for j in queued["items"]] == [kept]
+    assert [j["id"] for j in done["items"]] == [cancelled]
+
+
+def test_unknown_status_filter_is_422(client: Any) -> None:
+    response = client.get("/v1/jobs", params={"status": "done"})
+
+    _assert_problem(response, 422, "validation_error")
+
+
+def test_list_pages_walk_every_job_exactly_once(client: Any, model_id: str) -> None:
+    created = [_submit(client, model_id) for _ in range(4)]
+
+    seen, cursor = [], None
+    for _ in range(10):
+        params = {"limit": 1, "status": "queued"} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/jobs", params=params).json()
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+
+    assert sorted(seen) == sorted(created)
+    assert len(seen) == len(set(seen))
+
+
+def test_model_with_jobs_cannot_be_deleted(client: Any, model_id: str, job: dict[str, Any]) -> None:
+    response = client.delete(f"/v1/models/{model_id}")
+
+    _assert_problem(response, 409, "model_in_use")
+
+
+# ---------------------------------------------------------------- artifacts and reports
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "report.json", "..%2F..%2Fetc%2Fpasswd"])
+def test_unknown_artifact_is_404(client: Any, job: dict[str, Any], name: str) -> None:
+    response = client.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
+
+    _assert_problem(response, 404, "not_found")
+
+
+def test_artifact_of_unknown_job_is_404(client: Any) -> None:
+    response = client.get(f"/v1/jobs/{uuid.uuid4()}/artifacts/model.onnx")
+
+    _assert_problem(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("path", ["report", "report.html"])
+def test_report_of_job_without_report_is_404(client: Any, job: dict[str, Any], path: str) -> None:
+    response = client.get(f"/v1/jobs/{job['id']}/{path}")
+
+    _assert_problem(response, 404, "not_found")
