@@ -23,6 +23,7 @@ from app.db.base import utcnow
 from app.db.orm import Job, JobStatus, ModelStatus
 from app.db.session import session_scope
 from app.jobs import repository as jobs
+from app.jobs.schemas import dataset_refs
 from app.ml_models import repository as models
 from worker.supervisor import Outcome, failure_of, run_sandboxed
 
@@ -92,15 +93,15 @@ def _stage_inputs(job: Job, scratch: Path, storage: Storage, session: Any) -> di
         "datasets": {},
         "datasets_sha256": {},
     }
-    evaluation = (job.spec or {}).get("evaluation") or {}
-    if evaluation.get("dataset_id"):
-        ds = datasets.get(session, job.tenant_id, evaluation["dataset_id"])
+    (scratch / "data").mkdir()
+    for pointer, dataset_id in dataset_refs(job.spec or {}):
+        ds = datasets.get(session, job.tenant_id, dataset_id)
         if ds is None:
-            raise JobFailure("dataset_missing", "The evaluation dataset was deleted.")
-        (scratch / "data").mkdir()
-        shutil.copyfile(storage.path_of(ds.storage_key), scratch / f"data/{ds.id}.npz")
-        request["datasets"][ds.id] = f"data/{ds.id}.npz"
-        request["datasets_sha256"][ds.id] = ds.sha256
+            raise JobFailure("dataset_missing", f"The dataset at {pointer} was deleted.")
+        if ds.id not in request["datasets"]:
+            shutil.copyfile(storage.path_of(ds.storage_key), scratch / f"data/{ds.id}.npz")
+            request["datasets"][ds.id] = f"data/{ds.id}.npz"
+            request["datasets_sha256"][ds.id] = ds.sha256
     return request
 
 

@@ -51,9 +51,10 @@ def reap_expired(settings: Settings) -> int:
     return count
 
 
-def redispatch(settings: Settings) -> int:
-    """Re-publish queued jobs whose message may be lost (a second copy is a harmless no-op)."""
-    cutoff = utcnow() - timedelta(seconds=settings.redispatch_after_seconds)
+def redispatch(settings: Settings, everything: bool = False) -> int:
+    """Re-publish queued jobs whose message may be lost (a second copy is a harmless no-op);
+    `everything` re-publishes every queued job (at worker start)."""
+    cutoff = utcnow() - timedelta(seconds=0 if everything else settings.redispatch_after_seconds)
     with session_scope() as session:
         ids = jobs.queued_ids(session, cutoff)
         for job_id in ids:

@@ -69,6 +69,7 @@ def _run_steps(
             device=spec.device,
             datasets=datasets,
             original_path=source,
+            original_format=fmt,
         )
         started = time.perf_counter()
         result = pass_.run(ctx, item.config)

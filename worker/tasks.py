@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from celery.signals import worker_ready
+
 from app.core.config import get_settings
 from app.core.queue import INSPECT_MODEL, RUN_JOB
 from worker.celery_app import celery_app
@@ -18,3 +20,11 @@ def run_job(job_id: str) -> None:
 def inspect_model(model_id: str) -> None:
     """Inspect model `model_id` in a sandbox (idempotent: only a validating model is updated)."""
     execute_inspection(model_id, get_settings())
+
+
+@worker_ready.connect
+def _redispatch_on_start(**_kwargs: object) -> None:
+    """After any restart, queued jobs are dispatched again (a copy already in Redis is a no-op)."""
+    from worker.reaper import redispatch
+
+    redispatch(get_settings(), everything=True)

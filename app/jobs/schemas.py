@@ -112,3 +112,18 @@ class JobRead(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+
+
+def dataset_refs(spec: Any, pointer: str = "") -> list[tuple[str, str]]:
+    """Every `(json pointer, dataset id)` in a spec (`dataset_id`, `calibration_dataset_id`...)."""
+    refs: list[tuple[str, str]] = []
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key.endswith("dataset_id") and isinstance(value, str):
+                refs.append((f"{pointer}/{key}", value))
+            else:
+                refs.extend(dataset_refs(value, f"{pointer}/{key}"))
+    elif isinstance(spec, list):
+        for index, value in enumerate(spec):
+            refs.extend(dataset_refs(value, f"{pointer}/{index}"))
+    return refs

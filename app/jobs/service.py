@@ -15,7 +15,7 @@ from app.db.base import utcnow
 from app.db.orm import Artifact, Job, JobStatus, MlModel, ModelStatus
 from app.db.orm.job import TERMINAL
 from app.jobs import repository
-from app.jobs.schemas import ArtifactRead, JobCreate, JobRead
+from app.jobs.schemas import ArtifactRead, JobCreate, JobRead, dataset_refs
 from app.ml_models import repository as models
 from app.passes.base import ModelInfo
 from app.passes.spec import check_chain
@@ -38,10 +38,9 @@ def _check_model(session: Session, tenant_id: str, spec: JobCreate) -> MlModel:
 
 
 def _check_datasets(session: Session, tenant_id: str, spec: JobCreate) -> None:
-    if spec.evaluation and datasets.get(session, tenant_id, spec.evaluation.dataset_id) is None:
-        raise SpecInvalid(
-            f"No dataset {spec.evaluation.dataset_id}.", pointer="/evaluation/dataset_id"
-        )
+    for pointer, dataset_id in dataset_refs(spec.model_dump(mode="json")):
+        if datasets.get(session, tenant_id, dataset_id) is None:
+            raise SpecInvalid(f"No dataset {dataset_id}.", pointer=pointer)
 
 
 def create_job(

@@ -68,6 +68,7 @@ class PassContext:
     device: str = "cpu"
     datasets: dict[str, Path] = field(default_factory=dict)
     original_path: Path | None = None
+    original_format: str | None = None
 
 
 @dataclass
