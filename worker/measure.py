@@ -71,27 +71,65 @@ class Pair:
         return synthesize_from_specs(self.specs, batch, shapes, seed, self.vocab)
 
 
-def latency(pair: Pair, spec: JobCreate, notes: list[str]) -> dict[str, dict[str, Any]]:
-    """Interleaved latency per batch size: `{label: {batch: stats}}`."""
-    bench = spec.benchmark
-    sizes = list(bench.batch_sizes)
+def batch_sizes(pair: Pair, spec: JobCreate, notes: list[str]) -> list[int]:
+    sizes = list(spec.benchmark.batch_sizes)
     if pair.fixed_batch is not None and sizes != [pair.fixed_batch]:
         notes.append(
             f"The model has a fixed batch size of {pair.fixed_batch}; only that size was measured."
         )
         sizes = [pair.fixed_batch]
-    out: dict[str, dict[str, Any]] = {label: {} for label in LABELS}
+    return sizes
+
+
+def latency(
+    pair: Pair, spec: JobCreate, sizes: list[int], control: runtimes.Loaded | None
+) -> dict[str, dict[str, Any]]:
+    """Interleaved latency per batch size: `{label: {batch: stats}}`; with a control (a second
+    copy of the original) also under `control`."""
+    bench = spec.benchmark
+    runners = {label: pair.models[label].run for label in LABELS}
+    if control is not None:
+        runners["control"] = control.run
+    out: dict[str, dict[str, Any]] = {label: {} for label in runners}
     for batch in sizes:
         stats = measure_latency(
-            {label: pair.models[label].run for label in LABELS},
+            runners,
             pair.feeds(batch, bench.input_shapes, seed=batch),
             iterations=bench.iterations,
             warmup=bench.warmup,
             time_budget_s=bench.time_budget_s,
         )
-        for label in LABELS:
+        for label in runners:
             out[label][str(batch)] = stats[label]
     return out
+
+
+def noise(lat: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """p50 of the control over p50 of the original, per batch size (1.0 = no noise)."""
+    return {
+        b: round(lat["control"][b]["p50"] / s["p50"], 4)
+        for b, s in lat["baseline"].items()
+        if s.get("p50") and b in lat.get("control", {})
+    }
+
+
+def second_shape(pair: Pair, spec: JobCreate) -> dict[str, list[int]] | None:
+    """Other sizes for the dynamic non-batch axes (half the benchmark's), or None without any."""
+    given = spec.benchmark.input_shapes or {}
+    shapes: dict[str, list[int]] = {}
+    for s in pair.specs:
+        dims = s["shape"] or []
+        if not any(isinstance(d, str) for d in dims[1:]):
+            continue
+        feed = pair.feeds(1, given, seed=0)[s["name"]]
+        shapes[s["name"]] = [
+            1,
+            *[
+                max(1, n // 2) if isinstance(d, str) else n
+                for d, n in zip(dims[1:], feed.shape[1:], strict=True)
+            ],
+        ]
+    return shapes or None
 
 
 def _synthetic_feeds(pair: Pair, spec: JobCreate) -> dict[str, np.ndarray]:
@@ -129,19 +167,29 @@ def fidelity_and_accuracy(
         "outputs": compare_outputs(ref, cand, names),
     }
     if spec.evaluation is None:
+        fidelity["batch_size"] = batch
         return fidelity, None
     if labels is None:
         from app.core.errors import JobFailure
 
         raise JobFailure("invalid_dataset", "The evaluation dataset has no `labels` array.")
-    return fidelity, _accuracy(spec.evaluation.metric, ref[0], cand[0], labels[: len(ref[0])])
+    fidelity["batch_size"] = batch
+    accuracy = _accuracy(spec.evaluation.metric, ref[0], cand[0], labels[: len(ref[0])])
+    # Dynamic int8 computes activation scales per call: results depend on the batch, so say it.
+    return fidelity, {**accuracy, "batch_size": batch}
+
+
+def _both(pair: Pair, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[Any], list[Any]]:
+    fixed = pair.fixed_batch is not None
+    ref = runtimes.run_batched(pair.models["baseline"], feeds, batch, fixed)
+    return ref, runtimes.run_batched(pair.models["optimized"], feeds, batch, fixed)
 
 
 def _accuracy(metric: str, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     from worker.metrics import score
 
     base, opt = score(metric, ref, labels), score(metric, cand, labels)
-    lower_is_better = metric in ("mse", "mae")
+    lower_is_better = metric in ("mse", "mae")  # the drop is then the rise in error
     return {
         "metric": metric,
         "baseline": base,

@@ -10,12 +10,17 @@ def _class_ids(labels: np.ndarray) -> np.ndarray:
 
 
 def score(metric: str, outputs: np.ndarray, labels: np.ndarray) -> float:
-    """`accuracy` and `top5` over class scores; `mse` and `mae` against target values."""
+    """`accuracy` and `top5` over class scores; `mse`, `mae` and `cosine` against targets."""
     if metric == "accuracy":
         return float((outputs.argmax(axis=-1) == _class_ids(labels)).mean())
     if metric == "top5":
         top = np.argsort(-outputs, axis=-1)[:, :5]
         return float((top == _class_ids(labels)[:, None]).any(axis=1).mean())
+    if metric == "cosine":
+        a = outputs.astype(np.float64).reshape(len(labels), -1)
+        b = labels.astype(np.float64).reshape(len(labels), -1)
+        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        return float(((a * b).sum(1) / np.where(norms == 0, 1.0, norms)).mean())
     diff = outputs.astype(np.float64).reshape(labels.shape) - labels.astype(np.float64)
     if metric == "mse":
         return float((diff**2).mean())

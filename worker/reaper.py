@@ -23,7 +23,13 @@ def reap_expired(settings: Settings) -> int:
     count = 0
     with session_scope() as session:
         for job in jobs.expired_running(session, utcnow()):
-            if job.attempt >= settings.job_max_attempts:
+            if job.cancel_requested:
+                values: dict[str, object] = {
+                    "status": JobStatus.cancelled,
+                    "finished_at": utcnow(),
+                    "lease_expires_at": None,
+                }
+            elif job.attempt >= settings.job_max_attempts:
                 values = {
                     "status": JobStatus.failed,
                     "finished_at": utcnow(),

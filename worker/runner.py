@@ -11,7 +11,7 @@ from app.jobs.schemas import JobCreate
 from app.passes.base import PassContext
 from app.passes.registry import REGISTRY
 from app.passes.spec import plan
-from worker import measure, runtimes
+from worker import measure, memprobe, runtimes
 from worker.inputs import onnx_vocab
 from worker.progress import Progress
 from worker.report import (
@@ -91,6 +91,9 @@ def _run_steps(
     return current, current_fmt, steps
 
 
+CONTROL_MAX_BYTES = 512 * 1024 * 1024  # a second copy of a larger original costs too much memory
+
+
 def _measure(
     spec: JobCreate,
     source: Path,
@@ -108,12 +111,19 @@ def _measure(
     if fmts["optimized"] == "onnx":
         vocab = {**onnx_vocab(final), **vocab}
     pair = measure.Pair(loaded, tools.specs, vocab)
-    lat = measure.latency(pair, spec, notes)
+    sizes = measure.batch_sizes(pair, spec, notes)
+    control = None
+    if spec.benchmark.noise_control and source.stat().st_size <= CONTROL_MAX_BYTES:
+        control = runtimes.load(source, fmts["baseline"], tools.specs, tools.threads)
+    elif spec.benchmark.noise_control:
+        notes.append("No noise control: the original is too large to load twice.")
+    lat = measure.latency(pair, spec, sizes, control)
     facts = {}
     for label in measure.LABELS:
         facts[label] = measure.static_facts(loaded[label])
         facts[label]["latency_ms"] = lat[label]
         facts[label]["throughput"] = {b: s["throughput"] for b, s in lat[label].items()}
+        facts[label]["memory"] = _memory(spec, loaded[label], tools, vocab, max(sizes))
     outputs = [o["name"] for o in request["model"].get("outputs") or []]
     fidelity, accuracy = measure.fidelity_and_accuracy(pair, spec, datasets, outputs)
     if fmts["baseline"] != fmts["optimized"]:
@@ -121,7 +131,31 @@ def _measure(
             f"The original ran in {loaded['baseline'].runtime} ({fmts['baseline']}), the result "
             f"in {loaded['optimized'].runtime} ({fmts['optimized']}), on the same inputs."
         )
-    return {**facts, "fidelity": fidelity, "accuracy": accuracy, "notes": notes}
+    return {
+        **facts,
+        "noise": measure.noise(lat) if control is not None else None,
+        "fidelity": fidelity,
+        "accuracy": accuracy,
+        "notes": notes,
+    }
+
+
+def _memory(
+    spec: JobCreate, loaded: runtimes.Loaded, tools: WorkerTools, vocab: dict[str, int], batch: int
+) -> dict[str, Any]:
+    if not spec.benchmark.memory:
+        return {"peak_rss_bytes": None, "note": "not measured (benchmark.memory is false)"}
+    feeds = {
+        "batch": batch,
+        "shapes": spec.benchmark.input_shapes,
+        "vocab": vocab,
+        "threads": tools.threads,
+    }
+    peak = memprobe.probe(loaded.path, loaded.format, tools.specs, feeds)
+    return {
+        "peak_rss_bytes": peak,
+        "measured_in": f"a process of its own: load, then {memprobe.RUNS} runs at batch {batch}",
+    }
 
 
 def run_pipeline(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +177,7 @@ def run_pipeline(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
     shutil.copyfile(final_path, out / model_name)
     progress.emit(len(spec.steps) / (len(spec.steps) + 1), "measuring original vs optimized")
     measured = _measure(spec, source, out / model_name, request, scratch, tools)
-    comp = comparison(measured["baseline"], measured["optimized"])
+    comp = {**comparison(measured["baseline"], measured["optimized"]), "noise": measured["noise"]}
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "job_id": request["job_id"],

@@ -9,6 +9,7 @@ dies. It reports through files in its scratch directory: `progress.jsonl` while 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -34,6 +35,9 @@ def apply_limits(limits: dict[str, int]) -> None:
         if limits.get(key):
             resource.setrlimit(which, (limits[key], limits[key]))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Python ignores SIGXFSZ, so a write past the file limit from native code would be cut short
+    # silently; dying by the signal lets the supervisor report `resource_exhausted`.
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     die_with_parent(limits.get("parent_pid"), signal.SIGKILL)
 
 
@@ -60,6 +64,19 @@ def _failure(code: str, detail: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "detail": detail[:2000]}}
 
 
+OUT_OF_MEMORY_MARKS = ("failed to allocate memory", "bad_alloc", "cannot allocate memory")
+
+
+def _classify(exc: Exception) -> dict[str, Any]:
+    """Resource errors raised by native code (ONNX Runtime, torch) keep their meaning."""
+    text = str(exc)
+    if any(mark in text.lower() for mark in OUT_OF_MEMORY_MARKS):
+        return _failure("resource_exhausted", f"The job ran out of its memory limit: {text[:300]}")
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return _failure("resource_exhausted", "The job exceeded its file size limit.")
+    return _failure("job_error", f"{type(exc).__name__}: {text}")
+
+
 def main(argv: list[str]) -> int:
     request_path = Path(argv[1]).resolve()
     scratch = request_path.parent
@@ -83,7 +100,7 @@ def main(argv: list[str]) -> int:
         result = _failure("resource_exhausted", "The job ran out of its memory limit.")
     except Exception as exc:
         traceback.print_exc()
-        result = _failure("job_error", f"{type(exc).__name__}: {exc}")
+        result = _classify(exc)
     write_result(scratch, result)
     return 0
 

@@ -167,6 +167,8 @@ def failure_of(outcome: Outcome, scratch: Path, wall_seconds: float) -> JobFailu
         sig = signal.Signals(-code)
         if sig == signal.SIGXCPU:
             return JobFailure("timeout", "The job exceeded its CPU-time limit.")
+        if sig == signal.SIGXFSZ:
+            return JobFailure("resource_exhausted", "The job exceeded its file size limit.")
         if sig == signal.SIGKILL:
             return JobFailure("resource_exhausted", "The job was killed (memory or CPU limit).")
         return JobFailure("loader_crashed", f"The model crashed its runtime (signal {sig.name}).")

@@ -28,6 +28,14 @@ class BenchmarkSpec(BaseModel):
     time_budget_s: float = Field(
         60.0, gt=0, le=1800, description="Per batch size; at least 5 timed calls are always made."
     )
+    noise_control: bool = Field(
+        True,
+        description="Also time a second copy of the original: how far apart two identical "
+        "models measure on this machine now (speedups inside that band are noise).",
+    )
+    memory: bool = Field(
+        True, description="Measure each model's peak RSS alone in a short-lived process."
+    )
     input_shapes: dict[str, Shape] | None = Field(
         None,
         description="Fill dynamic dims by input name (full shape; the batch dim is replaced), "
@@ -56,8 +64,10 @@ class EvaluationSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset_id: str = Field(description="An uploaded .npz with a `labels` array.")
-    metric: Literal["accuracy", "top5", "mse", "mae"] = Field(
-        "accuracy", description="`accuracy`/`top5` on class ids; `mse`/`mae` on target values."
+    metric: Literal["accuracy", "top5", "mse", "mae", "cosine"] = Field(
+        "accuracy",
+        description="`accuracy`/`top5` on class ids (or one-hot labels); `mse`/`mae` on target "
+        "values; `cosine`: mean cosine similarity of each sample's output to its target vector.",
     )
 
 

@@ -53,9 +53,14 @@ def _insert_validating(path: Path, fmt: str, shapes: object = None) -> str:
     key = get_storage(get_settings()).put(copy, digest)
     with session_scope() as session:
         model = MlModel(
-            tenant_id=default_tenant_id(session), name=path.name, format=fmt,
-            size_bytes=path.stat().st_size, sha256=digest, storage_key=key,
-            status="validating", input_shapes=shapes,
+            tenant_id=default_tenant_id(session),
+            name=path.name,
+            format=fmt,
+            size_bytes=path.stat().st_size,
+            sha256=digest,
+            storage_key=key,
+            status="validating",
+            input_shapes=shapes,
         )
         session.add(model)
         session.flush()
