@@ -153,12 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin.add_parser("create-key", help="print a new API key for a tenant")
     p.add_argument("--tenant", required=True)
     p.set_defaults(func=cmd_create_key)
+    from app.client_cli import add_client_commands
+
+    add_client_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except Exception as exc:
+        from app.client_cli import EXIT_ERROR
+
+        if type(exc).__name__ in ("ApiError", "ConnectError", "TimeoutError", "HTTPStatusError"):
+            print(f"modelpress: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        raise
 
 
 if __name__ == "__main__":

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 from sqlalchemy.orm import Session
 
+from app.artifacts.schemas import Report
 from app.core.errors import NotFound
 from app.core.storage import Storage
 from app.db.orm import Artifact
@@ -52,14 +52,19 @@ def download_artifact(
     )
 
 
-@router.get("/{job_id}/report", responses=problem_responses(404), summary="The JSON report")
+@router.get(
+    "/{job_id}/report",
+    response_model=Report,
+    response_model_exclude_unset=True,
+    responses=problem_responses(404),
+    summary="The JSON report",
+)
 def get_report(
     job_id: str, session: SessionDep, storage: StorageDep, tenant_id: CurrentTenant
-) -> dict[str, Any]:
+) -> Report:
     """Baseline vs optimized, measured in one run: size, latency, fidelity, steps, verdict."""
     _art, path = _artifact_path(session, storage, tenant_id, job_id, REPORT_JSON)
-    report: dict[str, Any] = json.loads(path.read_text())
-    return report
+    return Report.model_validate(json.loads(path.read_text()))
 
 
 @router.get(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -119,3 +120,23 @@ def helpers() -> Any:
         cosine=cosine,
         process_env=process_env,
     )
+
+
+@pytest.fixture
+def server(tmp_path: Path, spawn: Callable, helpers: Any) -> Any:
+    """`modelpress run` (the embedded default) on a free port, with an httpx client on it."""
+    port = helpers.free_port()
+    env = helpers.process_env({"PORT": str(port), "MODELPRESS_DATA_DIR": str(tmp_path / "data")})
+    proc = spawn(["run"], env, "run")
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90)
+
+    def healthy() -> bool:
+        try:
+            return client.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    helpers.wait_for(healthy, 60, "the API to answer")
+    client.proc = proc
+    yield client
+    client.close()

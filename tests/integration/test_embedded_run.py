@@ -8,34 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def server(tmp_path: Path, spawn: Callable, helpers: Any) -> Any:
-    port = helpers.free_port()
-    env = helpers.process_env({"PORT": str(port), "MODELPRESS_DATA_DIR": str(tmp_path / "data")})
-    proc = spawn(["run"], env, "run")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90)
-
-    def healthy() -> bool:
-        try:
-            return client.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    helpers.wait_for(healthy, 60, "the API to answer")
-    client.proc = proc
-    yield client
-    client.close()
 
 
 def test_embedded_mode_quantizes_a_transformer_end_to_end(
