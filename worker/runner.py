@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,41 +40,62 @@ def _vocab(source: Path, fmt: str) -> dict[str, int]:
     return {}
 
 
-def _run_steps(
-    spec: JobCreate,
-    source: Path,
-    fmt: str,
-    scratch: Path,
-    request: dict[str, Any],
-    tools: WorkerTools,
-    progress: Progress,
-) -> tuple[Path, str, list[dict[str, Any]]]:
-    current, current_fmt, steps = source, fmt, []
-    planned = plan(list(spec.steps), fmt)
+@dataclass
+class JobRun:
+    """The sandbox side of one job: its spec, files, tools and progress."""
+
+    spec: JobCreate
+    request: dict[str, Any]
+    scratch: Path
+    source: Path
+    fmt: str
+    tools: WorkerTools
+    datasets: dict[str, Path]
+    progress: Progress
+
+
+def prepare(scratch: Path, request: dict[str, Any]) -> JobRun:
+    spec = JobCreate.model_validate(request["spec"])
+    source, fmt = scratch / request["model"]["path"], request["model"]["format"]
     datasets = {k: scratch / v for k, v in request.get("datasets", {}).items()}
+    tools = WorkerTools(
+        request["model"]["inputs"],
+        _vocab(source, fmt),
+        spec.benchmark.input_shapes,
+        int(request["threads"]),
+        datasets,
+    )
+    return JobRun(spec, request, scratch, source, fmt, tools, datasets, Progress(scratch))
+
+
+def run_steps(
+    job: JobRun, steps: list[Any], work_root: Path, span: tuple[float, float] = (0.0, 0.9)
+) -> tuple[Path, str, list[dict[str, Any]]]:
+    """Run `steps` (plus implicit conversions) from the original; files under `work_root`."""
+    current, current_fmt, records = job.source, job.fmt, []
+    planned = plan(steps, job.fmt)
     for index, item in enumerate(planned):
         pass_ = REGISTRY.for_config(item.config)
-        progress.emit(
-            index / (len(planned) + 1), f"step {index + 1}/{len(planned)}: {pass_.name}", index
-        )
-        work = scratch / "work" / f"step{index}"
+        fraction = span[0] + (span[1] - span[0]) * index / len(planned)
+        job.progress.emit(fraction, f"step {index + 1}/{len(planned)}: {pass_.name}", index)
+        work = work_root / f"step{index}"
         work.mkdir(parents=True)
         ctx = PassContext(
             input_path=current,
             input_format=current_fmt,
             work_dir=work,
             step_index=index,
-            threads=tools.threads,
-            tools=tools,
-            inputs=tools.specs,
-            device=spec.device,
-            datasets=datasets,
-            original_path=source,
-            original_format=fmt,
+            threads=job.tools.threads,
+            tools=job.tools,
+            inputs=job.tools.specs,
+            device=job.spec.device,
+            datasets=job.datasets,
+            original_path=job.source,
+            original_format=job.fmt,
         )
         started = time.perf_counter()
         result = pass_.run(ctx, item.config)
-        steps.append(
+        records.append(
             {
                 "op": pass_.name,
                 "implicit": item.implicit,
@@ -88,23 +110,26 @@ def _run_steps(
             }
         )
         current, current_fmt = result.output_path, result.output_format
-    return current, current_fmt, steps
+    return current, current_fmt, records
 
 
 CONTROL_MAX_BYTES = 512 * 1024 * 1024  # a second copy of a larger original costs too much memory
 
 
-def _measure(
-    spec: JobCreate,
-    source: Path,
-    final: Path,
-    request: dict[str, Any],
-    scratch: Path,
-    tools: WorkerTools,
-) -> dict[str, Any]:
-    datasets = {k: scratch / v for k, v in request.get("datasets", {}).items()}
+def measure_job(job: JobRun, final: Path, final_fmt: str, full: bool = True) -> dict[str, Any]:
+    """Original vs `final`, measured side by side; `full` adds noise control and peak memory."""
+    spec, source, request, tools, datasets = (
+        job.spec,
+        job.source,
+        job.request,
+        job.tools,
+        job.datasets,
+    )
+    if not full:
+        bench = spec.benchmark.model_copy(update={"noise_control": False, "memory": False})
+        spec = spec.model_copy(update={"benchmark": bench})
     notes: list[str] = []
-    fmts = {"baseline": request["model"]["format"], "optimized": request["final_format"]}
+    fmts = {"baseline": job.fmt, "optimized": final_fmt}
     paths = {"baseline": source, "optimized": final}
     loaded = {k: runtimes.load(paths[k], fmts[k], tools.specs, tools.threads) for k in paths}
     vocab = dict(tools.vocab)
@@ -160,67 +185,79 @@ def _memory(
 
 def run_pipeline(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
     """Run a job's spec on its model; returns the artifacts written under `scratch/out`."""
-    spec = JobCreate.model_validate(request["spec"])
-    progress = Progress(scratch)
-    source, fmt = scratch / request["model"]["path"], request["model"]["format"]
-    tools = WorkerTools(
-        request["model"]["inputs"],
-        _vocab(source, fmt),
-        spec.benchmark.input_shapes,
-        int(request["threads"]),
-    )
-    final_path, final_fmt, steps = _run_steps(spec, source, fmt, scratch, request, tools, progress)
-    request["final_format"] = final_fmt
+    job = prepare(scratch, request)
     out = scratch / "out"
     out.mkdir()
+    extra: dict[str, Any] = {}
+    artifacts: list[dict[str, Any]] = []
+    if job.spec.recipe == "auto":
+        from worker.auto import run_auto
+
+        final_path, final_fmt, steps, extra, artifacts = run_auto(job, out)
+    else:
+        final_path, final_fmt, steps = run_steps(job, list(job.spec.steps or []), scratch / "work")
     model_name = f"model.{MODEL_EXTENSIONS[final_fmt]}"
     shutil.copyfile(final_path, out / model_name)
-    progress.emit(len(spec.steps) / (len(spec.steps) + 1), "measuring original vs optimized")
-    measured = _measure(spec, source, out / model_name, request, scratch, tools)
-    comp = {**comparison(measured["baseline"], measured["optimized"]), "noise": measured["noise"]}
-    report = {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "job_id": request["job_id"],
-        "model": request["model"]["public"],
-        "baseline": measured["baseline"],
-        "optimized": measured["optimized"],
-        "comparison": comp,
-        "fidelity": measured["fidelity"],
-        "steps": steps,
-        "environment": environment(int(request["threads"])),
-        "benchmark": {
-            **spec.benchmark.model_dump(mode="json"),
-            "threads": int(request["threads"]),
-            "interleaved": True,
-            "inputs": tools.specs,
-        },
-        "verdict": verdict(spec.constraints, comp, measured["optimized"], measured["accuracy"]),
-    }
-    report["verdict"]["notes"] = measured["notes"] + report["verdict"]["notes"]
-    if measured["accuracy"] is not None:
-        report["accuracy"] = measured["accuracy"]
+    job.progress.emit(0.9, "measuring original vs optimized")
+    measured = measure_job(job, out / model_name, final_fmt)
+    report = _report(job, measured, steps, extra)
     write_json(out / "report.json", report)
     (out / "report.html").write_text(render_html(report))
-    write_json(out / "manifest.json", _manifest(spec, request, report, out / model_name, scratch))
-    progress.emit(1.0, "done")
+    write_json(out / "manifest.json", _manifest(job, report, out / model_name))
+    job.progress.emit(1.0, "done")
     return {
         "artifacts": [
             {"name": model_name, "kind": "model", "media_type": "application/octet-stream"},
             {"name": "report.json", "kind": "report", "media_type": "application/json"},
             {"name": "report.html", "kind": "report", "media_type": "text/html"},
             {"name": "manifest.json", "kind": "manifest", "media_type": "application/json"},
+            *artifacts,
         ],
         "verdict": report["verdict"],
     }
 
 
-def _manifest(
-    spec: JobCreate, request: dict[str, Any], report: dict[str, Any], model: Path, scratch: Path
+def _report(
+    job: JobRun, measured: dict[str, Any], steps: list[dict[str, Any]], extra: dict[str, Any]
 ) -> dict[str, Any]:
+    comp = {**comparison(measured["baseline"], measured["optimized"]), "noise": measured["noise"]}
+    threads = job.tools.threads
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "job_id": job.request["job_id"],
+        "model": job.request["model"]["public"],
+        "baseline": measured["baseline"],
+        "optimized": measured["optimized"],
+        "comparison": comp,
+        "fidelity": measured["fidelity"],
+        "steps": steps,
+        "environment": environment(threads),
+        "benchmark": {
+            **job.spec.benchmark.model_dump(mode="json"),
+            "threads": threads,
+            "interleaved": True,
+            "inputs": job.tools.specs,
+        },
+        "verdict": verdict(job.spec.constraints, comp, measured["optimized"], measured["accuracy"]),
+        **extra,
+    }
+    report["verdict"]["notes"] = (
+        measured["notes"] + report["verdict"]["notes"] + [w for s in steps for w in s["warnings"]]
+    )
+    if extra.get("auto_notes"):
+        report["verdict"]["notes"] = extra.pop("auto_notes") + report["verdict"]["notes"]
+        report.pop("auto_notes", None)
+    if measured["accuracy"] is not None:
+        report["accuracy"] = measured["accuracy"]
+    return report
+
+
+def _manifest(job: JobRun, report: dict[str, Any], model: Path) -> dict[str, Any]:
     """What a reader needs to reproduce the job: spec, pass versions, libraries, seeds, hashes."""
+    request = job.request
     return {
         "job_id": request["job_id"],
-        "spec": spec.model_dump(mode="json"),
+        "spec": job.spec.model_dump(mode="json"),
         "passes": [{"op": s["op"], "version": s["pass_version"]} for s in report["steps"]],
         "libraries": report["environment"]["libraries"],
         "seeds": {"benchmark_inputs": "batch size", "fidelity_inputs": "1000 + chunk index"},

@@ -20,8 +20,21 @@ class WorkerTools:
         vocab: dict[str, int],
         shapes: dict[str, list[int]] | None,
         threads: int,
+        datasets: dict[str, Path] | None = None,
     ) -> None:
         self.specs, self.vocab, self.shapes, self.threads = specs, vocab, shapes, threads
+        self.datasets = datasets or {}
+
+    def dataset_inputs(
+        self, dataset_id: str, limit: int | None = None
+    ) -> tuple[dict[str, Any], Any]:
+        from worker.inputs import dataset_inputs
+
+        names = [s["name"] for s in self.specs]
+        try:
+            return dataset_inputs(self.datasets[dataset_id], names, limit)
+        except (KeyError, ValueError) as exc:
+            raise JobFailure("invalid_dataset", f"Dataset {dataset_id}: {exc}") from exc
 
     def load_torch(self, path: Path, fmt: str) -> tuple[Any, Any]:
         from worker.torch_models import load_program

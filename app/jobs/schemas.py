@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.passes.spec import StepConfig
 
@@ -85,17 +85,51 @@ class Constraints(BaseModel):
     fail_if_slower: bool = Field(False, description="Not met if slower at any batch size.")
 
 
+AUTO_ONLY = ("objective", "calibration_dataset_id", "time_budget_s")
+
+
 class JobCreate(BaseModel):
-    """A job: which model, which steps, how to measure, what budget."""
+    """A job: which model, which steps (or `recipe: auto`), how to measure, what budget."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_id: str = Field(description="An uploaded model in status `ready`.")
-    steps: list[StepConfig] = Field(min_length=1, max_length=20, description="Run in order.")
+    steps: list[StepConfig] | None = Field(
+        None, min_length=1, max_length=20, description="Run in order. Or give `recipe`."
+    )
+    recipe: Literal["auto"] | None = Field(
+        None,
+        description="`auto`: try candidate pipelines, measure each, keep the best that meets "
+        "`constraints` (or the closest, explained); every candidate is in the report.",
+    )
+    objective: Literal["latency", "size"] = Field(
+        "latency", description="`recipe: auto` only: what 'best' means among those that qualify."
+    )
+    calibration_dataset_id: str | None = Field(
+        None,
+        description="`recipe: auto` only: data for static quantization, pruning and "
+        "distillation candidates (never the evaluation set).",
+    )
+    time_budget_s: float = Field(
+        900,
+        gt=0,
+        le=7200,
+        description="`recipe: auto` only: stop trying new candidates after this.",
+    )
     device: Literal["cpu"] = Field("cpu", description="Where the job runs.")
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     evaluation: EvaluationSpec | None = None
     constraints: Constraints | None = None
+
+    @model_validator(mode="after")
+    def _steps_or_recipe(self) -> JobCreate:
+        if (self.steps is None) == (self.recipe is None):
+            raise ValueError("give exactly one of `steps` and `recipe`")
+        if self.steps is not None:
+            given = sorted(set(AUTO_ONLY) & self.model_fields_set)
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to `recipe: auto`")
+        return self
 
 
 class ArtifactRead(BaseModel):

@@ -59,7 +59,9 @@ def create_job(
             return _replay(existing, digest), False
     model = _check_model(session, tenant_id, spec)
     _check_datasets(session, tenant_id, spec)
-    check_chain(list(spec.steps), ModelInfo(model.format, model.inputs or [], model.outputs or []))
+    if spec.steps is not None:
+        info = ModelInfo(model.format, model.inputs or [], model.outputs or [])
+        check_chain(list(spec.steps), info)
     job = Job(
         tenant_id=tenant_id,
         model_id=model.id,

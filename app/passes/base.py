@@ -53,6 +53,12 @@ class PassTools(Protocol):
         """Compare two models' outputs at two batch sizes; raise JobFailure past tolerance."""
         ...
 
+    def dataset_inputs(
+        self, dataset_id: str, limit: int | None = None
+    ) -> tuple[dict[str, Any], Any]:
+        """(numpy arrays by model input name, `labels` array or None) of an uploaded dataset."""
+        ...
+
 
 @dataclass
 class PassContext:

@@ -1,0 +1,404 @@
+"""`convert`: float16 or bfloat16 ONNX models, checked on sample inputs before they are handed back.
+
+fp16 goes through onnxconverter-common's `convert_float_to_float16`, with three repairs measured
+necessary: weights are clamped at the fp16 maximum (65504) instead of its default 1e4, which
+silently changes representable weights; an initializer shared by a node kept in fp32 and a
+converted one is duplicated (the converter would leave both fp32, an invalid graph); and a
+Cast-to-fp16 straight into a Cast-to-fp32 between two fp32 nodes is bypassed (it turns a large
+fp32 value into inf; the converter only removes such pairs when the tensor has one consumer).
+
+The automatic fallback runs the fp32 model on sample inputs with every intermediate tensor
+exposed, and keeps in fp32 every node that reads or writes a value above `FP16_MAX /
+OVERFLOW_HEADROOM` (headroom because sample inputs are not real data).
+
+bf16: ONNX Runtime's CPU provider has no bf16 kernels for MatMul, Gemm, Conv, Add, Mul, Relu or
+Softmax (tried: NOT_IMPLEMENTED; only Cast, Identity and LayerNormalization load), so a model
+computing in bf16 cannot run on CPU. `bf16` therefore stores weights as bf16 and casts them to
+fp32 where they are read: half the file size, bf16-rounded weights, fp32 arithmetic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from app.core.errors import JobFailure, SpecInvalid
+from app.passes.base import ModelInfo, Pass, PassConfig, PassContext, PassResult
+
+FP16_MAX = 65504.0
+OVERFLOW_HEADROOM = 2.0
+PROBE_BATCH = 4
+BF16_MIN_ELEMENTS = 16  # smaller float constants (scalars, epsilons) stay fp32: they cost nothing
+FLOAT, FLOAT16, BF16 = 1, 10, 16  # onnx.TensorProto element types
+CPU_FP16_WARNING = (
+    "On CPUs without fp16 arithmetic, ONNX Runtime runs fp16 nodes by casting to fp32 and back: "
+    "measured 1.16x slower than fp32 on a MiniLM encoder (FIELD-NOTES.md); fp16 halves the size, "
+    "not the latency, here. The report's latency rows measure this model."
+)
+BF16_WARNING = (
+    "bf16 here means bf16 storage: ONNX Runtime's CPU provider has no bf16 kernels for "
+    "MatMul/Gemm/Conv/Add, so weights are stored as bf16 and cast to fp32 at load; arithmetic "
+    "stays fp32 and latency does not change."
+)
+
+
+class ConvertConfig(PassConfig):
+    """Convert floating-point weights and arithmetic to a 16-bit precision."""
+
+    op: Literal["convert"] = Field(description="Precision conversion.")
+    precision: Literal["fp16", "bf16"] = Field(
+        description=(
+            "`fp16`: weights and arithmetic in float16. `bf16`: weights stored as bfloat16 and "
+            "cast to float32 where read (ONNX Runtime's CPU provider has no bf16 kernels)."
+        )
+    )
+    keep_io_types: bool = Field(
+        True,
+        description="Model inputs and outputs stay float32 (casts are inserted inside). "
+        "`false` is fp16 only: the model then takes and returns float16.",
+    )
+    op_block_list: list[str] | None = Field(
+        None,
+        max_length=1000,
+        description="ONNX op types kept in fp32. Default (null): onnxconverter-common's list "
+        "(Resize, TopK, Range, CumSum, Min, Max, NonMaxSuppression, ML ops...). A list replaces it.",
+    )
+    node_block_list: list[str] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Node names kept in fp32, in addition to the automatic fallback.",
+    )
+    auto_fallback: bool = Field(
+        True,
+        description="fp16 only: keep in fp32 every node whose values on sample inputs exceed "
+        "half the fp16 range (65504), so they cannot overflow to inf.",
+    )
+
+
+class ConvertPass(Pass[ConvertConfig]):
+    name = "convert"
+    version = "1.0"
+    config_cls = ConvertConfig
+    input_formats = ("onnx",)
+    output_format = "onnx"
+    summary = "fp16 (or bf16-stored) ONNX with fp32 fallback where fp16 would overflow."
+
+    def check(self, config: ConvertConfig, model: ModelInfo, pointer: str) -> None:
+        super().check(config, model, pointer)
+        if config.precision == "bf16" and not config.keep_io_types:
+            raise SpecInvalid(
+                "bf16 keeps float32 inputs and outputs: numpy (and so ONNX Runtime's Python API) "
+                "has no bfloat16 type to feed, and the arithmetic stays float32 anyway.",
+                pointer=f"{pointer}/keep_io_types",
+            )
+
+    def run(self, ctx: PassContext, config: ConvertConfig) -> PassResult:
+        import onnx
+
+        source = onnx.load(str(ctx.input_path), load_external_data=False)
+        feeds = ctx.tools.example_inputs(PROBE_BATCH)
+        probe = _probe(source, feeds, ctx.threads)
+        if config.precision == "fp16":
+            model, fallback = _to_fp16(source, config, probe)
+        else:
+            model, fallback = _to_bf16(source, config), {}
+        out = ctx.work_dir / "converted.onnx"
+        onnx.save(model, str(out))
+        got = _run_converted(out, feeds, ctx.threads, config.keep_io_types)
+        reference = [probe[o.name] for o in source.graph.output]
+        fidelity = _compare(reference, got, [o.name for o in source.graph.output])
+        converted, kept = _node_split(source, config, fallback, probe, model)
+        metrics = {
+            "precision": config.precision,
+            "compute_precision": "fp16" if config.precision == "fp16" else "fp32",
+            "nodes_converted": len(converted),
+            "nodes_kept_fp32": len(kept),
+            "kept_fp32_nodes": kept[:500],
+            "fallback_nodes": dict(list(fallback.items())[:500]),
+            "size_bytes_before": ctx.input_path.stat().st_size,
+            "size_bytes_after": out.stat().st_size,
+            **fidelity,
+        }
+        warnings = [BF16_WARNING] if config.precision == "bf16" else []
+        if config.precision == "fp16" and ctx.device == "cpu" and not _cpu_has_fp16():
+            warnings.append(CPU_FP16_WARNING)
+        return PassResult(out, "onnx", metrics, warnings)
+
+
+def _session(model: Any, threads: int) -> Any:
+    """An ONNX Runtime CPU session on a path or serialized bytes."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _probe(source: Any, feeds: dict[str, Any], threads: int) -> dict[str, np.ndarray]:
+    """Every top-level tensor of the fp32 model (intermediates included) on `feeds`."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(source)
+    present = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for name in node.output:
+            if name and name not in present:
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
+                present.add(name)
+    session = _session(model.SerializeToString(), threads)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feeds), strict=True))
+
+
+def _peak(array: Any) -> float:
+    """The largest magnitude of a float array (inf counts), 0 for other types or empty arrays."""
+    a = np.asarray(array)
+    if a.dtype.kind != "f" or a.size == 0:
+        return 0.0
+    return float(np.nanmax(np.abs(a.astype(np.float64)), initial=0.0))
+
+
+def _overflowing_nodes(model: Any, probe: dict[str, np.ndarray]) -> dict[str, float]:
+    """Nodes that read or write a value past the fp16 limit: node name -> largest magnitude."""
+    from onnx import numpy_helper
+
+    limit = FP16_MAX / OVERFLOW_HEADROOM
+    peaks = {k: _peak(v) for k, v in probe.items()}
+    peaks.update((i.name, _peak(numpy_helper.to_array(i))) for i in model.graph.initializer)
+    found = {}
+    for node in model.graph.node:
+        peak = max((peaks.get(t, 0.0) for t in [*node.input, *node.output] if t), default=0.0)
+        if peak > limit:
+            found[node.name] = peak
+    return found
+
+
+def _name_nodes(model: Any) -> None:
+    """Give unnamed nodes unique names: blocking and cast insertion go by node name."""
+    used = {n.name for n in model.graph.node}
+    for index, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = next(
+                f"{node.op_type}_{index}_{k}"
+                for k in range(10**6)
+                if f"{node.op_type}_{index}_{k}" not in used
+            )
+            used.add(node.name)
+
+
+def _add_types(model: Any, probe: dict[str, np.ndarray]) -> None:
+    """Record the measured element type of tensors shape inference may not type (contrib ops):
+    the converter inserts casts only around tensors it has a type for."""
+    from onnx import helper
+
+    graph = model.graph
+    typed = {v.name for v in [*graph.value_info, *graph.input, *graph.output]}
+    typed |= {i.name for i in graph.initializer}
+    for name, value in probe.items():
+        if name not in typed and np.asarray(value).dtype.kind in "fiub":
+            elem = helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype)
+            graph.value_info.append(helper.make_tensor_value_info(name, elem, None))
+
+
+def _untie_initializers(model: Any, blocked: Any) -> None:
+    """Give fp32-kept nodes their own copy of a float initializer shared with converted nodes."""
+    graph = model.graph
+    floats = {i.name: i for i in graph.initializer if i.data_type == FLOAT}
+    open_readers = {t for n in graph.node if not blocked(n) for t in n.input if t in floats}
+    copies: dict[str, str] = {}
+    for node in graph.node:
+        if not blocked(node):
+            continue
+        for index, name in enumerate(node.input):
+            if name in open_readers:
+                if name not in copies:
+                    copies[name] = f"{name}__fp32"
+                    clone = graph.initializer.add()
+                    clone.CopyFrom(floats[name])
+                    clone.name = copies[name]
+                node.input[index] = copies[name]
+
+
+def _to_fp16(
+    source: Any, config: ConvertConfig, probe: dict[str, np.ndarray]
+) -> tuple[Any, dict[str, float]]:
+    import onnx
+    from onnxconverter_common import float16
+
+    model = onnx.ModelProto()
+    model.CopyFrom(source)
+    _name_nodes(model)
+    ops = _blocked_ops(config)
+    fallback = _overflowing_nodes(model, probe) if config.auto_fallback else {}
+    names = set(config.node_block_list) | set(fallback)
+    _add_types(model, probe)
+    _untie_initializers(model, lambda n: n.op_type in ops or n.name in names)
+    try:
+        converted = float16.convert_float_to_float16(
+            model,
+            max_finite_val=FP16_MAX,
+            keep_io_types=config.keep_io_types,
+            op_block_list=sorted(ops),
+            node_block_list=sorted(names),
+        )
+    except ValueError as exc:  # e.g. "The model is already converted to float16"
+        raise JobFailure("conversion_failed", f"fp16 conversion failed: {exc}") from exc
+    _bypass_round_trips(converted.graph)
+    if config.keep_io_types:
+        _restore_output_types(converted.graph, source.graph)
+    return converted, fallback
+
+
+def _bypass_round_trips(graph: Any) -> None:
+    """Feed Cast(fp32) nodes straight from the fp32 tensor a Cast(fp16) rounded (and drop the
+    Cast(fp16) when nothing else reads it): fp32 -> fp16 -> fp32 turns 1e5 into inf."""
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input]}
+    types.update((i.name, i.data_type) for i in graph.initializer)
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def cast_to(node: Any) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    for node in graph.node:
+        up = producers.get(node.input[0]) if node.op_type == "Cast" else None
+        if cast_to(node) == FLOAT and up is not None and up.op_type == "Cast":
+            if cast_to(up) == FLOAT16 and types.get(up.input[0]) == FLOAT:
+                node.input[0] = up.input[0]
+    read = {t for n in graph.node for t in n.input} | {o.name for o in graph.output}
+    dead = [n for n in graph.node if n.op_type == "Cast" and not set(n.output) & read]
+    for node in dead:
+        graph.node.remove(node)
+
+
+def _restore_output_types(graph: Any, original: Any) -> None:
+    """Cast back to fp32 any output the converter left fp16 (it does when the node that writes
+    the output is kept in fp32)."""
+    from onnx import helper
+
+    was = {o.name: o.type.tensor_type.elem_type for o in original.output}
+    for output in graph.output:
+        if was.get(output.name) == FLOAT and output.type.tensor_type.elem_type == FLOAT16:
+            inner = f"{output.name}__fp16"
+            for node in graph.node:
+                node.output[:] = [inner if o == output.name else o for o in node.output]
+                node.input[:] = [inner if i == output.name else i for i in node.input]
+            graph.node.append(helper.make_node("Cast", [inner], [output.name], to=FLOAT))
+            output.type.tensor_type.elem_type = FLOAT
+
+
+def _bf16_candidate(init: Any) -> bool:
+    return bool(init.data_type == FLOAT and int(np.prod(init.dims)) >= BF16_MIN_ELEMENTS)
+
+
+def _to_bf16(source: Any, config: ConvertConfig) -> Any:
+    """Weights stored as bf16, each behind a Cast to fp32 (rounded to nearest even)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    if next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0) < 13:
+        raise JobFailure("conversion_failed", "bf16 Cast needs opset 13 or later.")
+    model = onnx.ModelProto()
+    model.CopyFrom(source)
+    graph, ops, names = model.graph, _blocked_ops(config), set(config.node_block_list)
+    kept = {t for n in graph.node if n.op_type in ops or n.name in names for t in n.input}
+    kept |= {i.name for i in graph.input}
+    casts = []
+    for init in graph.initializer:
+        if not _bf16_candidate(init) or init.name in kept:
+            continue
+        values = numpy_helper.to_array(init).astype(np.float32)
+        bits = values.view(np.uint32).astype(np.uint64)
+        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+        rounded = np.where(np.isnan(values), np.uint16(0x7FC0), rounded)
+        name = init.name
+        init.name, init.data_type = f"{name}__bf16", BF16
+        del init.float_data[:]
+        init.raw_data = rounded.astype("<u2").tobytes()
+        casts.append(helper.make_node("Cast", [init.name], [name], name=f"{name}__cast", to=FLOAT))
+    nodes = [*casts, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+def _run_converted(path: Path, feeds: dict[str, Any], threads: int, keep_io: bool) -> list[Any]:
+    try:
+        session = _session(str(path), threads)
+        if not keep_io:
+            feeds = {
+                k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in feeds.items()
+            }
+        return list(session.run(None, feeds))
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise JobFailure(
+            "conversion_failed", f"The converted model does not run in ONNX Runtime: {exc}"
+        ) from exc
+
+
+def _compare(reference: list[Any], got: list[Any], names: list[str]) -> dict[str, Any]:
+    """Max abs error and worst per-sample cosine; JobFailure where outputs became NaN/inf."""
+    max_err, min_cos = 0.0, 1.0
+    for name, ref, cand in zip(names, reference, got, strict=True):
+        r, c = np.asarray(ref, np.float64), np.asarray(cand, np.float64)
+        broken = ~np.isfinite(c) & np.isfinite(r)
+        if broken.any():
+            raise JobFailure(
+                "conversion_not_finite",
+                f"Output {name!r} became NaN/inf on sample inputs after conversion "
+                f"({int(broken.sum())} of {broken.size} values): keep the overflowing nodes in "
+                "fp32 (`auto_fallback`, `node_block_list` or `op_block_list`).",
+            )
+        finite = np.isfinite(r)
+        max_err = max(max_err, float(np.abs(r - c)[finite].max(initial=0.0)))
+        r2, c2 = (
+            np.where(finite, r, 0).reshape(len(r), -1),
+            np.where(finite, c, 0).reshape(len(c), -1),
+        )
+        norms = np.linalg.norm(r2, axis=1) * np.linalg.norm(c2, axis=1)
+        cos = (r2 * c2).sum(1)[norms > 0] / norms[norms > 0]
+        min_cos = min(min_cos, float(cos.min(initial=1.0)))
+    return {"max_abs_error": max_err, "min_cosine": min_cos}
+
+
+def _node_split(
+    source: Any, config: ConvertConfig, fallback: dict[str, float], probe: dict[str, Any], out: Any
+) -> tuple[list[str], list[str]]:
+    """Original nodes converted and kept in fp32: for fp16 every node computing on floats, for
+    bf16 every node reading a weight big enough to be stored as bf16."""
+    ops = _blocked_ops(config)
+    blocked = set(config.node_block_list) | set(fallback)
+    if config.precision == "bf16":
+        floats = {i.name for i in source.graph.initializer if _bf16_candidate(i)}
+        bf16 = {i.name.removesuffix("__bf16") for i in out.graph.initializer if i.data_type == BF16}
+    else:
+        floats = {k for k, v in probe.items() if np.asarray(v).dtype.kind == "f"}
+        floats |= {i.name for i in source.graph.initializer if i.data_type == FLOAT}
+    done, kept = [], []
+    for node in source.graph.node:
+        if not {*node.input, *node.output} & floats:
+            continue
+        is_kept = node.op_type in ops or node.name in blocked
+        if config.precision == "bf16":
+            is_kept = not set(node.input) & bf16
+        (kept if is_kept else done).append(node.name)
+    return done, kept
+
+
+def _blocked_ops(config: ConvertConfig) -> set[str]:
+    from onnxconverter_common import float16
+
+    listed = config.op_block_list
+    return set(float16.DEFAULT_OP_BLOCK_LIST if listed is None else listed)
+
+
+def _cpu_has_fp16() -> bool:
+    """Whether this CPU advertises fp16 arithmetic (x86 AVX512-FP16, Arm FP16 extensions)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return bool({"avx512_fp16", "asimdhp", "fphp"} & set(flags))

@@ -1,0 +1,207 @@
+"""`recipe: auto`: try candidate pipelines, measure each against the original, keep the best one
+that meets the constraints, or the closest with the reason when none does (never throw the best
+away). Every candidate, failed ones included, is in the report."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from app.core.errors import JobFailure
+from app.passes.registry import REGISTRY
+from app.passes.spec import StepConfig
+from worker.report import comparison, verdict
+
+if TYPE_CHECKING:
+    from worker.runner import JobRun
+
+log = logging.getLogger(__name__)
+STEPS = TypeAdapter(list[StepConfig])
+MAX_CANDIDATE_ARTIFACT_BYTES = 256 * 1024 * 1024
+
+
+def candidate_specs(job: JobRun) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The pipelines worth trying for this model and the data the user gave."""
+    cal = job.spec.calibration_dataset_id
+    names = set(REGISTRY.names())
+    out: list[tuple[str, list[dict[str, Any]]]] = [
+        ("int8-dynamic", [{"op": "quantize"}]),
+        ("int8-dynamic-per-tensor", [{"op": "quantize", "per_channel": False}]),
+        ("graph-optimized", [{"op": "optimize"}]),
+        ("optimized+int8-dynamic", [{"op": "optimize"}, {"op": "quantize"}]),
+    ]
+    if "convert" in names:
+        out.append(("fp16", [{"op": "convert", "precision": "fp16"}]))
+    if cal:
+        static = {"op": "quantize", "mode": "static", "calibration_dataset_id": cal}
+        out.append(("int8-static", [static]))
+        out.append(("int8-static-entropy", [{**static, "calibration": "entropy"}]))
+        if {"prune.channel", "distill"} <= names:
+            for ratio in (0.25, 0.5):
+                out.append(
+                    (
+                        f"channel-prune-{int(ratio * 100)}%+distill+int8-static",
+                        [
+                            {"op": "prune", "method": "channel", "ratio": ratio},
+                            {"op": "distill", "dataset_id": cal},
+                            static,
+                        ],
+                    )
+                )
+    return out
+
+
+def _score(record: dict[str, Any], objective: str) -> float:
+    """Higher is better: geometric-mean speedup, or the size reduction."""
+    if objective == "size":
+        return -float(record["size_bytes"])
+    speedups = [s for s in record["speedup"].values() if s]
+    return math.exp(sum(math.log(s) for s in speedups) / len(speedups)) if speedups else 0.0
+
+
+def _miss(record: dict[str, Any], job: JobRun) -> float:
+    """How far a candidate is from the constraints (0 = met), each miss relative to its bound."""
+    c, total = job.spec.constraints, 0.0
+    if c is None:
+        return 0.0
+    if c.max_accuracy_drop is not None:
+        drop = record["accuracy_drop"] if record["accuracy_drop"] is not None else 1.0
+        total += max(0.0, drop - c.max_accuracy_drop) / max(c.max_accuracy_drop, 1e-3)
+    worst = min(record["speedup"].values(), default=0.0)
+    if c.min_speedup is not None:
+        total += max(0.0, c.min_speedup - worst) / c.min_speedup
+    if c.fail_if_slower:
+        total += max(0.0, 1.0 - worst)
+    if c.max_size_bytes is not None:
+        total += max(0.0, record["size_bytes"] - c.max_size_bytes) / c.max_size_bytes
+    if c.max_latency_ms is not None:
+        slowest = max(record["latency_ms_p50"].values(), default=math.inf)
+        total += max(0.0, slowest - c.max_latency_ms) / c.max_latency_ms
+    return total
+
+
+def _try(job: JobRun, name: str, steps: list[Any], index: int, total: int) -> dict[str, Any]:
+    from worker.runner import measure_job, run_steps
+
+    started = time.perf_counter()
+    record: dict[str, Any] = {"name": name, "steps": [s.model_dump(mode="json") for s in steps]}
+    span = (0.85 * index / total, 0.85 * (index + 1) / total)
+    try:
+        path, fmt, records = run_steps(job, steps, job.scratch / "auto" / f"c{index}", span)
+        measured = measure_job(job, path, fmt, full=False)
+    except (JobFailure, Exception) as exc:  # a candidate that fails is reported, not fatal
+        log.warning("auto candidate failed", extra={"candidate": name, "error": str(exc)})
+        detail = exc.detail if isinstance(exc, JobFailure) else f"{type(exc).__name__}: {exc}"
+        return {
+            **record,
+            "error": detail[:500],
+            "met": False,
+            "wall_s": time.perf_counter() - started,
+        }
+    comp = comparison(measured["baseline"], measured["optimized"])
+    judged = verdict(job.spec.constraints, comp, measured["optimized"], measured["accuracy"])
+    outputs = measured["fidelity"]["outputs"].values()
+    return {
+        **record,
+        "error": None,
+        "path": str(path),
+        "format": fmt,
+        "records": records,
+        "size_bytes": measured["optimized"]["size_bytes"],
+        "latency_ms_p50": {b: s["p50"] for b, s in measured["optimized"]["latency_ms"].items()},
+        "speedup": comp["speedup"],
+        "cosine_min": min(
+            (o["cosine_min"] for o in outputs if o["cosine_min"] is not None), default=None
+        ),
+        "accuracy": measured["accuracy"]["optimized"] if measured["accuracy"] else None,
+        "accuracy_drop": measured["accuracy"]["drop"] if measured["accuracy"] else None,
+        "met": judged["met"],
+        "reasons": judged["reasons"],
+        "wall_s": round(time.perf_counter() - started, 3),
+    }
+
+
+def _choose(tried: list[dict[str, Any]], job: JobRun) -> tuple[dict[str, Any], str]:
+    ran = [r for r in tried if r["error"] is None]
+    if not ran:
+        raise JobFailure(
+            "no_candidate",
+            "Every candidate pipeline failed: "
+            + "; ".join(f"{r['name']}: {r['error']}" for r in tried),
+        )
+    qualified = [r for r in ran if r["met"] is not False]
+    objective = job.spec.objective
+    if qualified:
+        best = max(qualified, key=lambda r: _score(r, objective))
+        count = len(qualified)
+        why = f"{best['name']} is the best of {count} candidate(s) that qualify, by {objective}."
+        return best, why
+    best = min(ran, key=lambda r: (_miss(r, job), -_score(r, objective)))
+    missed = "; ".join(x for x in best["reasons"] if x.startswith("missed"))
+    why = (
+        f"No candidate met the constraints; {best['name']} came closest ({missed}). "
+        "It is returned so that nothing measured is thrown away."
+    )
+    return best, why
+
+
+def run_auto(
+    job: JobRun, out: Path
+) -> tuple[Path, str, list[dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """Try the candidates within the time budget; returns the chosen model and the report parts."""
+    deadline = time.monotonic() + job.spec.time_budget_s
+    specs = candidate_specs(job)
+    tried: list[dict[str, Any]] = []
+    for index, (name, raw) in enumerate(specs):
+        if time.monotonic() > deadline:
+            tried.append(
+                {"name": name, "steps": raw, "error": "skipped: time budget spent", "met": False}
+            )
+            continue
+        try:
+            steps = STEPS.validate_python(raw)
+        except ValidationError as exc:
+            tried.append(
+                {"name": name, "steps": raw, "error": f"not applicable: {exc}", "met": False}
+            )
+            continue
+        tried.append(_try(job, name, steps, index, len(specs)))
+    best, why = _choose(tried, job)
+    artifacts = _candidate_artifacts(tried, best, out)
+    public = [
+        {k: v for k, v in r.items() if k not in ("path", "records")} | {"chosen": r is best}
+        for r in tried
+    ]
+    extra = {
+        "candidates": public,
+        "auto": {"objective": job.spec.objective, "chosen": best["name"], "explanation": why},
+        "auto_notes": [why],
+    }
+    return Path(best["path"]), best["format"], best["records"], extra, artifacts
+
+
+def _candidate_artifacts(
+    tried: list[dict[str, Any]], best: dict[str, Any], out: Path
+) -> list[dict[str, Any]]:
+    """The other candidates' models, so that a user can take another trade-off (size-capped)."""
+    artifacts = []
+    for index, record in enumerate(tried):
+        if record is best or record.get("error") or "path" not in record:
+            continue
+        path = Path(record["path"])
+        if path.stat().st_size > MAX_CANDIDATE_ARTIFACT_BYTES:
+            continue
+        ext = path.suffix or ".bin"
+        name = f"candidate-{index}{ext}"
+        shutil.copyfile(path, out / name)
+        record["artifact"] = name
+        artifacts.append(
+            {"name": name, "kind": "candidate", "media_type": "application/octet-stream"}
+        )
+    return artifacts
