@@ -155,25 +155,30 @@ def fidelity_and_accuracy(
         source = "dataset"
     else:
         feeds, source = _synthetic_feeds(pair, spec), "synthesized"
-    fixed = pair.fixed_batch is not None
-    ref = runtimes.run_batched(pair.models["baseline"], feeds, batch, fixed)
-    cand = runtimes.run_batched(pair.models["optimized"], feeds, batch, fixed)
+    ref, cand = _both(pair, feeds, batch)
     names = (
         output_names if len(output_names) == len(ref) else [f"output_{i}" for i in range(len(ref))]
     )
-    fidelity = {
+    fidelity: dict[str, Any] = {
         "inputs": source,
         "samples": len(ref[0]),
+        "batch_size": batch,
         "outputs": compare_outputs(ref, cand, names),
     }
+    other = second_shape(pair, spec)
+    if other is not None:
+        feeds2 = pair.feeds(FIDELITY_SAMPLES if pair.fixed_batch is None else batch, other, seed=7)
+        ref2, cand2 = _both(pair, feeds2, batch)
+        fidelity["second_shape"] = {
+            "input_shapes": {k: [len(ref2[0]), *v[1:]] for k, v in other.items()},
+            "outputs": compare_outputs(ref2, cand2, names),
+        }
     if spec.evaluation is None:
-        fidelity["batch_size"] = batch
         return fidelity, None
     if labels is None:
         from app.core.errors import JobFailure
 
         raise JobFailure("invalid_dataset", "The evaluation dataset has no `labels` array.")
-    fidelity["batch_size"] = batch
     accuracy = _accuracy(spec.evaluation.metric, ref[0], cand[0], labels[: len(ref[0])])
     # Dynamic int8 computes activation scales per call: results depend on the batch, so say it.
     return fidelity, {**accuracy, "batch_size": batch}

@@ -93,6 +93,15 @@ def verdict(
         notes.append(
             f"The optimized model is slower than the original at batch size(s) {', '.join(slower)}."
         )
+    noise = comp.get("noise") or {}
+    within = [
+        b for b, s in comp["speedup"].items() if b in noise and abs(s - 1) <= abs(noise[b] - 1)
+    ]
+    if within:
+        notes.append(
+            f"At batch size(s) {', '.join(within)} the speed difference is within the noise "
+            "measured between two copies of the original."
+        )
     if constraints is None:
         return {"met": None, "reasons": [], "notes": notes}
     reasons: list[str] = []

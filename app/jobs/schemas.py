@@ -126,7 +126,9 @@ class JobCreate(BaseModel):
         if (self.steps is None) == (self.recipe is None):
             raise ValueError("give exactly one of `steps` and `recipe`")
         if self.steps is not None:
-            given = sorted(set(AUTO_ONLY) & self.model_fields_set)
+            # Compared with the defaults, not `model_fields_set`: a stored spec has every field.
+            defaults = {k: JobCreate.model_fields[k].default for k in AUTO_ONLY}
+            given = sorted(k for k in AUTO_ONLY if getattr(self, k) != defaults[k])
             if given:
                 raise ValueError(f"{', '.join(given)} only apply to `recipe: auto`")
         return self

@@ -1,24 +1,30 @@
-"""`convert`: float16 or bfloat16 ONNX models, checked on sample inputs before they are handed back.
+"""`convert`: fp16 or bf16 ONNX models, checked on sample inputs before they are handed back.
 
-fp16 goes through onnxconverter-common's `convert_float_to_float16`, with three repairs measured
-necessary: weights are clamped at the fp16 maximum (65504) instead of its default 1e4, which
-silently changes representable weights; an initializer shared by a node kept in fp32 and a
-converted one is duplicated (the converter would leave both fp32, an invalid graph); and a
-Cast-to-fp16 straight into a Cast-to-fp32 between two fp32 nodes is bypassed (it turns a large
-fp32 value into inf; the converter only removes such pairs when the tensor has one consumer).
+fp16 uses onnxconverter-common's `convert_float_to_float16` with repairs found necessary here:
+no weight clamping (its default silently clamps weights above 1e4; a weight beyond fp16's range
+becomes inf instead, which the fallback or the finite check catches); an initializer shared by a
+node kept in fp32 and a converted one is duplicated (the converter leaves both readers fp32, an
+invalid graph); a Cast-to-fp16 straight into a Cast-to-fp32 is bypassed (it turns 1e5 into inf;
+the converter removes such pairs only for single-consumer tensors); and outputs written by a node
+kept in fp32 are cast back to fp32 (the converter leaves them fp16 despite `keep_io_types`).
 
-The automatic fallback runs the fp32 model on sample inputs with every intermediate tensor
-exposed, and keeps in fp32 every node that reads or writes a value above `FP16_MAX /
-OVERFLOW_HEADROOM` (headroom because sample inputs are not real data).
+Automatic fallback: the fp32 model runs on sample inputs with every intermediate tensor exposed,
+and every node that reads or writes a value above `FP16_MAX / OVERFLOW_HEADROOM` (weights
+included) stays fp32. Measured: ONNX Runtime's CPU provider computes fp16 nodes in fp32 (it
+inserts casts and drops those between fp16 nodes), so on CPU an fp16 overflow shows only where a
+value really is stored as fp16 (casts, fp16 weights and outputs); the range check also protects
+fp16 hardware (CUDA), where intermediates are fp16.
 
-bf16: ONNX Runtime's CPU provider has no bf16 kernels for MatMul, Gemm, Conv, Add, Mul, Relu or
-Softmax (tried: NOT_IMPLEMENTED; only Cast, Identity and LayerNormalization load), so a model
-computing in bf16 cannot run on CPU. `bf16` therefore stores weights as bf16 and casts them to
-fp32 where they are read: half the file size, bf16-rounded weights, fp32 arithmetic.
+bf16: ONNX Runtime's CPU provider has no bf16 kernel for MatMul, Gemm, Conv, Add, Mul, Relu or
+Softmax (NOT_IMPLEMENTED; only Cast, Identity and LayerNormalization load), so a graph computing
+in bf16 cannot run on CPU. `bf16` stores weights as bf16, each behind a Cast to fp32: half the
+file, bf16-rounded weights, fp32 arithmetic, a model that runs everywhere.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,9 +40,9 @@ PROBE_BATCH = 4
 BF16_MIN_ELEMENTS = 16  # smaller float constants (scalars, epsilons) stay fp32: they cost nothing
 FLOAT, FLOAT16, BF16 = 1, 10, 16  # onnx.TensorProto element types
 CPU_FP16_WARNING = (
-    "On CPUs without fp16 arithmetic, ONNX Runtime runs fp16 nodes by casting to fp32 and back: "
-    "measured 1.16x slower than fp32 on a MiniLM encoder (FIELD-NOTES.md); fp16 halves the size, "
-    "not the latency, here. The report's latency rows measure this model."
+    "On CPUs without fp16 arithmetic (this one has none), ONNX Runtime computes fp16 nodes in "
+    "fp32 behind inserted casts: fp16 halves the file but is no faster (measured 1.0-1.16x the "
+    "fp32 latency on transformer encoders). The report's latency rows measure this model."
 )
 BF16_WARNING = (
     "bf16 here means bf16 storage: ONNX Runtime's CPU provider has no bf16 kernels for "
@@ -64,7 +70,8 @@ class ConvertConfig(PassConfig):
         None,
         max_length=1000,
         description="ONNX op types kept in fp32. Default (null): onnxconverter-common's list "
-        "(Resize, TopK, Range, CumSum, Min, Max, NonMaxSuppression, ML ops...). A list replaces it.",
+        "(Resize, TopK, Range, CumSum, Min, Max, NonMaxSuppression, ML ops...); a list "
+        "replaces it.",
     )
     node_block_list: list[str] = Field(
         default_factory=list,
@@ -99,6 +106,7 @@ class ConvertPass(Pass[ConvertConfig]):
         import onnx
 
         source = onnx.load(str(ctx.input_path), load_external_data=False)
+        _name_nodes(source)
         feeds = ctx.tools.example_inputs(PROBE_BATCH)
         probe = _probe(source, feeds, ctx.threads)
         if config.precision == "fp16":
@@ -113,7 +121,7 @@ class ConvertPass(Pass[ConvertConfig]):
         converted, kept = _node_split(source, config, fallback, probe, model)
         metrics = {
             "precision": config.precision,
-            "compute_precision": "fp16" if config.precision == "fp16" else "fp32",
+            "arithmetic": "fp16" if config.precision == "fp16" else "fp32",
             "nodes_converted": len(converted),
             "nodes_kept_fp32": len(kept),
             "kept_fp32_nodes": kept[:500],
@@ -122,10 +130,10 @@ class ConvertPass(Pass[ConvertConfig]):
             "size_bytes_after": out.stat().st_size,
             **fidelity,
         }
-        warnings = [BF16_WARNING] if config.precision == "bf16" else []
+        notes = [BF16_WARNING] if config.precision == "bf16" else []
         if config.precision == "fp16" and ctx.device == "cpu" and not _cpu_has_fp16():
-            warnings.append(CPU_FP16_WARNING)
-        return PassResult(out, "onnx", metrics, warnings)
+            notes.append(CPU_FP16_WARNING)
+        return PassResult(out, "onnx", metrics, notes)
 
 
 def _session(model: Any, threads: int) -> Any:
@@ -149,9 +157,12 @@ def _probe(source: Any, feeds: dict[str, Any], threads: int) -> dict[str, np.nda
             if name and name not in present:
                 model.graph.output.append(onnx.ValueInfoProto(name=name))
                 present.add(name)
-    session = _session(model.SerializeToString(), threads)
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, feeds), strict=True))
+    try:
+        session = _session(model.SerializeToString(), threads)
+        values = session.run(None, feeds)
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise JobFailure("conversion_failed", f"The fp32 model does not run: {exc}") from exc
+    return dict(zip([o.name for o in session.get_outputs()], values, strict=True))
 
 
 def _peak(array: Any) -> float:
@@ -178,16 +189,15 @@ def _overflowing_nodes(model: Any, probe: dict[str, np.ndarray]) -> dict[str, fl
 
 
 def _name_nodes(model: Any) -> None:
-    """Give unnamed nodes unique names: blocking and cast insertion go by node name."""
+    """Give unnamed nodes unique names: blocking, casts and the report go by node name."""
     used = {n.name for n in model.graph.node}
     for index, node in enumerate(model.graph.node):
         if not node.name:
-            node.name = next(
-                f"{node.op_type}_{index}_{k}"
-                for k in range(10**6)
-                if f"{node.op_type}_{index}_{k}" not in used
-            )
-            used.add(node.name)
+            name = f"{node.op_type}_{index}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
 
 
 def _add_types(model: Any, probe: dict[str, np.ndarray]) -> None:
@@ -204,7 +214,7 @@ def _add_types(model: Any, probe: dict[str, np.ndarray]) -> None:
             graph.value_info.append(helper.make_tensor_value_info(name, elem, None))
 
 
-def _untie_initializers(model: Any, blocked: Any) -> None:
+def _untie_initializers(model: Any, blocked: Callable[[Any], bool]) -> None:
     """Give fp32-kept nodes their own copy of a float initializer shared with converted nodes."""
     graph = model.graph
     floats = {i.name: i for i in graph.initializer if i.data_type == FLOAT}
@@ -231,20 +241,21 @@ def _to_fp16(
 
     model = onnx.ModelProto()
     model.CopyFrom(source)
-    _name_nodes(model)
     ops = _blocked_ops(config)
     fallback = _overflowing_nodes(model, probe) if config.auto_fallback else {}
     names = set(config.node_block_list) | set(fallback)
     _add_types(model, probe)
     _untie_initializers(model, lambda n: n.op_type in ops or n.name in names)
     try:
-        converted = float16.convert_float_to_float16(
-            model,
-            max_finite_val=FP16_MAX,
-            keep_io_types=config.keep_io_types,
-            op_block_list=sorted(ops),
-            node_block_list=sorted(names),
-        )
+        with warnings.catch_warnings():  # it warns per tensor holding tiny values
+            warnings.simplefilter("ignore")
+            converted = float16.convert_float_to_float16(
+                model,
+                max_finite_val=float("inf"),
+                keep_io_types=config.keep_io_types,
+                op_block_list=sorted(ops),
+                node_block_list=sorted(names),
+            )
     except ValueError as exc:  # e.g. "The model is already converted to float16"
         raise JobFailure("conversion_failed", f"fp16 conversion failed: {exc}") from exc
     _bypass_round_trips(converted.graph)
@@ -265,9 +276,12 @@ def _bypass_round_trips(graph: Any) -> None:
 
     for node in graph.node:
         up = producers.get(node.input[0]) if node.op_type == "Cast" else None
-        if cast_to(node) == FLOAT and up is not None and up.op_type == "Cast":
-            if cast_to(up) == FLOAT16 and types.get(up.input[0]) == FLOAT:
-                node.input[0] = up.input[0]
+        if (
+            up is not None
+            and up.op_type == "Cast"
+            and (cast_to(node), cast_to(up), types.get(up.input[0])) == (FLOAT, FLOAT16, FLOAT)
+        ):
+            node.input[0] = up.input[0]
     read = {t for n in graph.node for t in n.input} | {o.name for o in graph.output}
     dead = [n for n in graph.node if n.op_type == "Cast" and not set(n.output) & read]
     for node in dead:
@@ -354,10 +368,8 @@ def _compare(reference: list[Any], got: list[Any], names: list[str]) -> dict[str
             )
         finite = np.isfinite(r)
         max_err = max(max_err, float(np.abs(r - c)[finite].max(initial=0.0)))
-        r2, c2 = (
-            np.where(finite, r, 0).reshape(len(r), -1),
-            np.where(finite, c, 0).reshape(len(c), -1),
-        )
+        rows = r.shape[0] if r.ndim > 1 else 1  # rank 0/1 outputs are one sample
+        r2, c2 = (np.where(finite, a, 0).reshape(rows, -1) for a in (r, c))
         norms = np.linalg.norm(r2, axis=1) * np.linalg.norm(c2, axis=1)
         cos = (r2 * c2).sum(1)[norms > 0] / norms[norms > 0]
         min_cos = min(min_cos, float(cos.min(initial=1.0)))
@@ -377,7 +389,8 @@ def _node_split(
     else:
         floats = {k for k, v in probe.items() if np.asarray(v).dtype.kind == "f"}
         floats |= {i.name for i in source.graph.initializer if i.data_type == FLOAT}
-    done, kept = [], []
+    done: list[str] = []
+    kept: list[str] = []
     for node in source.graph.node:
         if not {*node.input, *node.output} & floats:
             continue

@@ -158,6 +158,7 @@ class Analysis:
     values: list[ValueUse]
     attrs: list[AttrUse]
     readers: list[Reader]
+    constants: dict[str, np.ndarray]
 
     def keep_mask(self, ids: np.ndarray, removed: set[int]) -> np.ndarray:
         return np.array([self.channels.find(int(i)) not in removed for i in ids], dtype=bool)
@@ -246,7 +247,14 @@ def analyze(model: Any, ignore_nodes: list[str] | None = None) -> Analysis:
         walker.pin_layout(output.name, f"reaches the graph output `{output.name}`")
     groups = _groups(walker)
     return Analysis(
-        model, walker.channels, groups, walker.slices, walker.values, walker.attrs, walker.readers
+        model,
+        walker.channels,
+        groups,
+        walker.slices,
+        walker.values,
+        walker.attrs,
+        walker.readers,
+        walker.constants,
     )
 
 
@@ -295,9 +303,7 @@ def _constants(model: Any) -> dict[str, np.ndarray]:
 
     graph = model.graph
     inputs = {i.name for i in graph.input}
-    out = {
-        t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name not in inputs
-    }
+    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name not in inputs}
     for node in graph.node:
         if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
             continue

@@ -1,0 +1,89 @@
+"""The verdict logic and the report's derived numbers, against hand-computed cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.jobs.schemas import Constraints
+from worker.report import comparison, verdict
+
+
+def _facts(size: int, p50: dict[str, float]) -> dict:
+    return {"size_bytes": size, "latency_ms": {b: {"p50": v} for b, v in p50.items()}}
+
+
+@pytest.fixture
+def faster() -> tuple[dict, dict]:
+    return _facts(1000, {"1": 10.0, "32": 100.0}), _facts(250, {"1": 5.0, "32": 40.0})
+
+
+def test_comparison_is_the_ratio_of_measured_p50s(faster: tuple[dict, dict]) -> None:
+    comp = comparison(*faster)
+
+    assert comp == {"size_ratio": 0.25, "speedup": {"1": 2.0, "32": 2.5}}
+
+
+def test_no_constraints_gives_no_verdict(faster: tuple[dict, dict]) -> None:
+    judged = verdict(None, comparison(*faster), faster[1], None)
+
+    assert judged["met"] is None
+    assert judged["reasons"] == []
+
+
+def test_every_constraint_met(faster: tuple[dict, dict]) -> None:
+    constraints = Constraints(
+        max_accuracy_drop=0.01,
+        min_speedup=2.0,
+        max_size_bytes=300,
+        max_latency_ms=50,
+        fail_if_slower=True,
+    )
+    accuracy = {"drop": 0.005}
+
+    judged = verdict(constraints, comparison(*faster), faster[1], accuracy)
+
+    assert judged["met"] is True
+    assert len(judged["reasons"]) == 5
+    assert all(r.startswith("met: ") for r in judged["reasons"])
+
+
+def test_min_speedup_is_judged_at_the_worst_batch_size(faster: tuple[dict, dict]) -> None:
+    judged = verdict(Constraints(min_speedup=2.2), comparison(*faster), faster[1], None)
+
+    assert judged["met"] is False
+    assert judged["reasons"] == ["missed: speedup 2.000x >= 2.2x at every batch size"]
+
+
+def test_accuracy_budget_without_evaluation_is_not_met(faster: tuple[dict, dict]) -> None:
+    judged = verdict(Constraints(max_accuracy_drop=0.01), comparison(*faster), faster[1], None)
+
+    assert judged["met"] is False
+    assert "not measured" in judged["reasons"][0]
+
+
+def test_accuracy_drop_over_budget_is_missed(faster: tuple[dict, dict]) -> None:
+    judged = verdict(
+        Constraints(max_accuracy_drop=0.01), comparison(*faster), faster[1], {"drop": 0.02}
+    )
+
+    assert judged["met"] is False
+
+
+def test_slower_models_are_noted_and_fail_if_slower(faster: tuple[dict, dict]) -> None:
+    base, _ = faster
+    slower = _facts(900, {"1": 12.0, "32": 90.0})
+
+    judged = verdict(Constraints(fail_if_slower=True), comparison(base, slower), slower, None)
+
+    assert judged["met"] is False
+    assert any("slower than the original at batch size(s) 1" in n for n in judged["notes"])
+
+
+def test_speedups_inside_the_noise_band_are_flagged(faster: tuple[dict, dict]) -> None:
+    base = _facts(1000, {"1": 10.0})
+    opt = _facts(900, {"1": 9.8})
+    comp = {**comparison(base, opt), "noise": {"1": 1.05}}
+
+    judged = verdict(None, comp, opt, None)
+
+    assert any("within the noise" in n for n in judged["notes"])
