@@ -113,65 +113,59 @@ class DistillPass(Pass[DistillConfig]):
     summary = "Knowledge distillation from the original model on a dataset (labels optional)."
 
     def run(self, ctx: PassContext, config: DistillConfig) -> PassResult:
-        import onnx
         import torch
 
-        from app.passes.onnx_torch import to_torch, write_back
-
+        previous = torch.get_num_threads()
         torch.set_num_threads(max(1, ctx.threads))
-        torch.manual_seed(config.seed)
-        warnings: list[str] = []
-        proto = onnx.load(str(ctx.input_path))
-        module = to_torch(proto)  # unsupported ops fail here, before any costly work
-        data = _load(ctx, config, proto, module.input_names)
-        teacher, teacher_info = _teacher_outputs(ctx, data, config.batch_size)
-        task = _task(teacher, data, config, warnings)
-        before = _evaluate(ctx.input_path, data, teacher, task, ctx.threads)
-        device = _device(ctx, warnings)
-        history = _train(module, data, teacher, task, config, device)
-        out = ctx.work_dir / "distilled.onnx"
-        onnx.save_model(write_back(module.cpu(), proto), str(out), save_as_external_data=False)
-        error = _check_written(out, module, data, ctx.threads)
-        after = _evaluate(out, data, teacher, task, ctx.threads)
-        if after["agreement"] < before["agreement"]:
-            warnings.append(
-                f"Distillation lowered agreement with the teacher on the held-out split "
-                f"({before['agreement']:.4f} -> {after['agreement']:.4f}); try a lower `lr`."
-            )
-        metrics = {
-            "loss": _loss_info(task, config),
-            "agreement_metric": "top1" if task.kinds[task.primary] == "kl" else "cosine",
-            "before": before,
-            "after": after,
-            "teacher": {**teacher_info, **_teacher_accuracy(teacher, data, task)},
-            "epochs": history,
-            "samples": {"train": int(data.train.size), "validation": int(data.val.size)},
-            "train_wall_s": round(sum(e["wall_s"] for e in history), 4),
-            "device": device,
-            "batchnorm": "inference form: running statistics fixed, scale and shift trained",
-            "write_back_max_abs_error": error,
-        }
-        return PassResult(out, "onnx", metrics, warnings)
+        try:
+            return _distill(ctx, config)
+        finally:
+            torch.set_num_threads(previous)
+
+
+def _distill(ctx: PassContext, config: DistillConfig) -> PassResult:
+    import onnx
+    import torch
+
+    from app.passes.onnx_torch import to_torch, write_back
+
+    torch.manual_seed(config.seed)
+    warnings: list[str] = []
+    proto = onnx.load(str(ctx.input_path))
+    module = to_torch(proto)  # unsupported ops fail here, before any costly work
+    data = _load(ctx, config, proto, module.input_names)
+    teacher, teacher_info = _teacher_outputs(ctx, data, config.batch_size)
+    task = _task(teacher, data, config, warnings)
+    before = _evaluate(ctx.input_path, data, teacher, task, ctx.threads)
+    device = _device(ctx, warnings)
+    history = _train(module, data, teacher, task, config, device)
+    out = ctx.work_dir / "distilled.onnx"
+    onnx.save_model(write_back(module.cpu(), proto), str(out), save_as_external_data=False)
+    error = _check_written(out, module, data, ctx.threads)
+    after = _evaluate(out, data, teacher, task, ctx.threads)
+    if after["agreement"] < before["agreement"]:
+        warnings.append(
+            f"Distillation lowered agreement with the teacher on the held-out split "
+            f"({before['agreement']:.4f} -> {after['agreement']:.4f}); try a lower `lr`."
+        )
+    metrics = {
+        **_summary(task, config, data, teacher, teacher_info),
+        "before": before,
+        "after": after,
+        "epochs": history,
+        "train_wall_s": round(sum(e["wall_s"] for e in history), 4),
+        "device": device,
+        "batchnorm": (
+            "inference form: running statistics fixed, scale and shift trained"
+            if any(n.op_type == "BatchNormalization" for n in proto.graph.node)
+            else "none in the graph"
+        ),
+        "write_back_max_abs_error": error,
+    }
+    return PassResult(out, "onnx", metrics, warnings)
 
 
 # ------------------------------------------------------------------ data
-
-
-def _read_npz(ctx: PassContext, config: DistillConfig, names: list[str]) -> Any:
-    """The dataset as the worker binds it, for tools that do not lend `dataset_inputs`."""
-    path = ctx.datasets.get(config.dataset_id)
-    if path is None:
-        raise JobFailure("invalid_dataset", f"Dataset {config.dataset_id} is not available.")
-    with np.load(Path(path), allow_pickle=False) as npz:
-        arrays = {key: npz[key] for key in npz.files}
-    labels = arrays.pop("labels", None)
-    bound = {name: arrays[name] for name in names if name in arrays}
-    if len(bound) < len(names) and len(names) == 1 and len(arrays) == 1:
-        bound = {names[0]: next(iter(arrays.values()))}
-    if len(bound) < len(names):
-        raise ValueError(f"no array for model input(s) {sorted(set(names) - set(bound))}")
-    limit = config.max_samples
-    return {k: v[:limit] for k, v in bound.items()}, None if labels is None else labels[:limit]
 
 
 def _bind(arrays: dict[str, np.ndarray], names: list[str], what: str) -> list[np.ndarray]:
@@ -188,13 +182,8 @@ def _bind(arrays: dict[str, np.ndarray], names: list[str], what: str) -> list[np
 def _load(ctx: PassContext, config: DistillConfig, proto: Any, names: list[str]) -> _Data:
     from onnx import helper
 
-    spec_names = [spec["name"] for spec in ctx.inputs] or names
-    loader = getattr(ctx.tools, "dataset_inputs", None)
     try:
-        if callable(loader):
-            raw, labels = loader(config.dataset_id, config.max_samples)
-        else:
-            raw, labels = _read_npz(ctx, config, spec_names)
+        raw, labels = ctx.tools.dataset_inputs(config.dataset_id, config.max_samples)
     except (ValueError, KeyError, OSError) as exc:
         raise JobFailure("invalid_dataset", f"Dataset {config.dataset_id}: {exc}") from exc
     counts = {len(a) for a in raw.values()} | ({len(labels)} if labels is not None else set())
@@ -267,9 +256,8 @@ def _torch_teacher(
     chunks: list[list[np.ndarray]] = []
     with torch.inference_mode():
         for start in range(0, len(arrays[0]), max(batch, 256)):
-            args = [torch.from_numpy(np.ascontiguousarray(a[start : start + max(batch, 256)]))
-                    for a in arrays]  # fmt: skip
-            result = module(*args)
+            part = [np.ascontiguousarray(a[start : start + max(batch, 256)]) for a in arrays]
+            result = module(*[torch.from_numpy(a) for a in part])
             result = result if isinstance(result, list | tuple) else [result]
             chunks.append([r.detach().cpu().numpy() for r in result])
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
@@ -290,7 +278,7 @@ def _task(
     if all(k == "skip" for k in kinds):
         raise JobFailure("distill_failed", "The teacher has no float output to distil from.")
     probabilities = [k == "kl" and _is_probability(t) for k, t in zip(kinds, teacher, strict=True)]
-    primary = next((i for i, k in enumerate(kinds) if k == "kl"), kinds.index("mse"))
+    primary = kinds.index("kl") if "kl" in kinds else kinds.index("mse")
     labels, alpha = data.labels, config.alpha
     if labels is not None and kinds[primary] != "kl":
         warnings.append(
@@ -321,14 +309,30 @@ def _class_labels(labels: np.ndarray, classes: int) -> np.ndarray:
     return ids
 
 
-def _loss_info(task: _Task, config: DistillConfig) -> dict[str, Any]:
+def _summary(
+    task: _Task,
+    config: DistillConfig,
+    data: _Data,
+    teacher: list[np.ndarray],
+    teacher_info: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's setup: losses, what agreement means, the teacher, the split."""
     soft = sorted({"kl * T^2" if k == "kl" else "mse" for k in task.kinds if k != "skip"})
+    info = dict(teacher_info)
+    if task.labels is not None:
+        hits = teacher[task.primary][data.val].argmax(-1) == task.labels[data.val]
+        info["accuracy"] = round(float(np.mean(hits)), 6)
     return {
-        "soft": soft,
-        "hard": "cross_entropy" if task.alpha < 1 else None,
-        "alpha": task.alpha,
-        "temperature": config.temperature,
-        "labels": task.labels is not None,
+        "loss": {
+            "soft": soft,
+            "hard": "cross_entropy" if task.alpha < 1 else None,
+            "alpha": task.alpha,
+            "temperature": config.temperature,
+            "labels": task.labels is not None,
+        },
+        "agreement_metric": "top1" if task.kinds[task.primary] == "kl" else "cosine",
+        "teacher": info,
+        "samples": {"train": int(data.train.size), "validation": int(data.val.size)},
     }
 
 
@@ -450,6 +454,12 @@ def _evaluate(
     """The ONNX model's held-out agreement with the teacher and accuracy, with onnxruntime."""
     session = _ort_session(path, threads)
     outputs = _ort_outputs(session, [a[data.val] for a in data.student], 256)
+    shapes = [o.shape[1:] for o in outputs], [t.shape[1:] for t in teacher]
+    if shapes[0] != shapes[1]:
+        raise JobFailure(
+            "distill_failed",
+            f"The student's outputs {shapes[0]} do not match the teacher's {shapes[1]}.",
+        )
     student = outputs[task.primary]
     result: dict[str, Any] = {
         "agreement": _agreement(student, teacher[task.primary][data.val], task)
@@ -458,13 +468,6 @@ def _evaluate(
         hits = student.argmax(-1) == task.labels[data.val]
         result["accuracy"] = round(float(np.mean(hits)), 6)
     return result
-
-
-def _teacher_accuracy(teacher: list[np.ndarray], data: _Data, task: _Task) -> dict[str, Any]:
-    if task.labels is None:
-        return {}
-    hits = teacher[task.primary][data.val].argmax(-1) == task.labels[data.val]
-    return {"accuracy": round(float(np.mean(hits)), 6)}
 
 
 def _check_written(path: Path, module: Any, data: _Data, threads: int) -> float:

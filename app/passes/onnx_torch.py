@@ -27,7 +27,7 @@ import functools
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,6 @@ class Node:
     outputs: list[str]
     attrs: dict[str, Any]
     opset: int
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)

@@ -36,12 +36,13 @@ class PassRegistry:
 
 def build_registry() -> PassRegistry:
     """The built-in passes; new techniques are added to this list, not discovered."""
+    from app.passes.distill import DistillPass
     from app.passes.export import ExportPass
     from app.passes.optimize import OptimizePass
     from app.passes.quantize import QuantizePass
 
     registry = PassRegistry()
-    for pass_ in (QuantizePass(), OptimizePass(), ExportPass()):
+    for pass_ in (QuantizePass(), OptimizePass(), ExportPass(), DistillPass()):
         registry.register(pass_)
     return registry
 

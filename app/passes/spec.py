@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from app.passes.base import ModelInfo, PassConfig
+from app.passes.distill import DistillConfig
 from app.passes.export import ExportConfig
 from app.passes.optimize import OptimizeConfig
 from app.passes.quantize import QuantizeConfig
@@ -15,8 +16,15 @@ from app.passes.registry import REGISTRY
 
 # Written out (not built from the registry) so that type checkers and OpenAPI see it;
 # tests/passes/test_spec.py asserts it equals the registry.
-StepConfig = Annotated[QuantizeConfig | OptimizeConfig | ExportConfig, Field(discriminator="op")]
-STEP_CONFIG_TYPES: tuple[type[PassConfig], ...] = (QuantizeConfig, OptimizeConfig, ExportConfig)
+StepConfig = Annotated[
+    QuantizeConfig | OptimizeConfig | ExportConfig | DistillConfig, Field(discriminator="op")
+]
+STEP_CONFIG_TYPES: tuple[type[PassConfig], ...] = (
+    QuantizeConfig,
+    OptimizeConfig,
+    ExportConfig,
+    DistillConfig,
+)
 TORCH_FORMATS = ("pt2", "torchscript")
 
 

@@ -28,8 +28,12 @@ def _minimal(config_cls: type[PassConfig]) -> dict[str, Any]:
     data: dict[str, Any] = {"op": _op_of(config_cls)}
     for name, info in config_cls.model_fields.items():
         if name != "op" and info.is_required():
-            data[name] = typing.get_args(info.annotation)[0]
+            choices = typing.get_args(info.annotation)
+            data[name] = choices[0] if choices else SAMPLE_VALUES[info.annotation]
     return data
+
+
+SAMPLE_VALUES: dict[Any, Any] = {str: "some-dataset-id", float: 0.5, int: 1}
 
 
 def test_step_config_types_equal_the_registry() -> None:
