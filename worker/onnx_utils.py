@@ -54,11 +54,14 @@ def load_checked(path: Path) -> Any:
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:
-    """(elements, non-zero elements) over the graph's initializers (weights and constants)."""
-    from onnx import numpy_helper
+    """(elements, non-zero elements) of the graph's weights: every initializer but the int32/int64
+    ones, which are shape arithmetic (int8 weights of a quantized model do count)."""
+    from onnx import TensorProto, numpy_helper
 
     total = nonzero = 0
     for tensor in model.graph.initializer:
+        if tensor.data_type in (TensorProto.INT64, TensorProto.INT32):
+            continue
         array = numpy_helper.to_array(tensor)
         total += int(array.size)
         nonzero += int((array != 0).sum())

@@ -23,6 +23,8 @@ file, bf16-rounded weights, fp32 arithmetic, a model that runs everywhere.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -36,13 +38,18 @@ from app.passes.base import ModelInfo, Pass, PassConfig, PassContext, PassResult
 
 FP16_MAX = 65504.0
 OVERFLOW_HEADROOM = 2.0
-PROBE_BATCH = 4
+PROBE_BATCH = 2
 BF16_MIN_ELEMENTS = 16  # smaller float constants (scalars, epsilons) stay fp32: they cost nothing
 FLOAT, FLOAT16, BF16 = 1, 10, 16  # onnx.TensorProto element types
 CPU_FP16_WARNING = (
     "On CPUs without fp16 arithmetic (this one has none), ONNX Runtime computes fp16 nodes in "
-    "fp32 behind inserted casts: fp16 halves the file but is no faster (measured 1.0-1.16x the "
-    "fp32 latency on transformer encoders). The report's latency rows measure this model."
+    "fp32 behind inserted casts: fp16 halves the file but is no faster (measured 0.97x to 1.16x "
+    "the fp32 latency on transformer encoders). The report's latency rows measure this model."
+)
+CRASH_WARNING = (
+    "ONNX Runtime 1.32 crashed (SIGSEGV) loading the fp16 graph, a bug of its CPU optimizer with "
+    "fp16 Transpose into MatMul; {count} Transpose node(s) feeding MatMul/Gemm stay fp32 to "
+    "avoid it."
 )
 BF16_WARNING = (
     "bf16 here means bf16 storage: ONNX Runtime's CPU provider has no bf16 kernels for "
@@ -109,16 +116,22 @@ class ConvertPass(Pass[ConvertConfig]):
         _name_nodes(source)
         feeds = ctx.tools.example_inputs(PROBE_BATCH)
         probe = _probe(source, feeds, ctx.threads)
-        if config.precision == "fp16":
-            model, fallback = _to_fp16(source, config, probe)
-        else:
-            model, fallback = _to_bf16(source, config), {}
         out = ctx.work_dir / "converted.onnx"
-        onnx.save(model, str(out))
-        got = _run_converted(out, feeds, ctx.threads, config.keep_io_types)
-        reference = [probe[o.name] for o in source.graph.output]
-        fidelity = _compare(reference, got, [o.name for o in source.graph.output])
-        converted, kept = _node_split(source, config, fallback, probe, model)
+        fallback: dict[str, float] = {}
+        workaround: list[str] = []
+        if config.precision == "fp16":
+            fallback, workaround = _write_fp16(source, config, probe, out)
+        else:
+            onnx.save(_to_bf16(source, config), str(out))
+        try:  # a refused model is not left behind in the work directory
+            got = _run_converted(out, feeds, ctx.threads, config.keep_io_types)
+            names = [o.name for o in source.graph.output]
+            fidelity = _compare([probe[n] for n in names], got, names)
+        except JobFailure:
+            out.unlink()
+            raise
+        blocked = {*config.node_block_list, *fallback, *workaround}
+        converted, kept = _node_split(source, config, blocked, probe, out)
         metrics = {
             "precision": config.precision,
             "arithmetic": "fp16" if config.precision == "fp16" else "fp32",
@@ -126,14 +139,69 @@ class ConvertPass(Pass[ConvertConfig]):
             "nodes_kept_fp32": len(kept),
             "kept_fp32_nodes": kept[:500],
             "fallback_nodes": dict(list(fallback.items())[:500]),
+            "crash_workaround_nodes": workaround[:500],
             "size_bytes_before": ctx.input_path.stat().st_size,
             "size_bytes_after": out.stat().st_size,
             **fidelity,
         }
-        notes = [BF16_WARNING] if config.precision == "bf16" else []
-        if config.precision == "fp16" and ctx.device == "cpu" and not _cpu_has_fp16():
-            notes.append(CPU_FP16_WARNING)
-        return PassResult(out, "onnx", metrics, notes)
+        return PassResult(out, "onnx", metrics, _notes(config, ctx.device, workaround))
+
+
+def _notes(config: ConvertConfig, device: str, workaround: list[str]) -> list[str]:
+    notes = [BF16_WARNING] if config.precision == "bf16" else []
+    if config.precision == "fp16" and device == "cpu" and not _cpu_has_fp16():
+        notes.append(CPU_FP16_WARNING)
+    if workaround:
+        notes.append(CRASH_WARNING.format(count=len(workaround)))
+    return notes
+
+
+def _write_fp16(
+    source: Any, config: ConvertConfig, probe: dict[str, np.ndarray], out: Path
+) -> tuple[dict[str, float], list[str]]:
+    """Convert and save; where ONNX Runtime crashes loading the result, convert again with the
+    Transposes that feed a MatMul/Gemm kept in fp32. Returns (fallback, workaround) nodes."""
+    import onnx
+
+    fallback = _overflowing_nodes(source, probe) if config.auto_fallback else {}
+    onnx.save(_to_fp16(source, config, probe, set(fallback)), str(out))
+    if _loads_in_child(out):
+        return fallback, []
+    workaround = _transposes_into_matmuls(source.graph)
+    onnx.save(_to_fp16(source, config, probe, {*fallback, *workaround}), str(out))
+    if workaround and _loads_in_child(out):
+        return fallback, workaround
+    out.unlink()
+    raise JobFailure(
+        "conversion_failed",
+        "ONNX Runtime crashes (SIGSEGV) creating a session on the fp16 model, a bug of its CPU "
+        "graph optimizer; keep more nodes in fp32 (`op_block_list`, `node_block_list`).",
+    )
+
+
+def _loads_in_child(path: Path) -> bool:
+    """Whether creating an ONNX Runtime session on `path` does not crash, tried in a child
+    process so that a crash (ORT 1.32 segfaults on some fp16 graphs) cannot kill this one."""
+    code = (
+        "import sys, onnxruntime as o; "
+        "o.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)], capture_output=True, timeout=600, check=False
+    )
+    return done.returncode >= 0  # negative: killed by a signal; errors are reported later
+
+
+def _transposes_into_matmuls(graph: Any) -> list[str]:
+    producers = {o: n for n in graph.node for o in n.output}
+    found = [
+        producers[t].name
+        for n in graph.node
+        if n.op_type in ("MatMul", "Gemm")
+        for t in n.input[:2]
+        if t in producers and producers[t].op_type == "Transpose"
+    ]
+    return sorted(set(found))
 
 
 def _session(model: Any, threads: int) -> Any:
@@ -214,6 +282,16 @@ def _add_types(model: Any, probe: dict[str, np.ndarray]) -> None:
             graph.value_info.append(helper.make_tensor_value_info(name, elem, None))
 
 
+def _drop_initializer_types(graph: Any) -> None:
+    """Remove value_info entries that restate an initializer's type (the dynamo exporter writes
+    them): the converter turns them fp16 while a kept node's initializer stays fp32, leaving a
+    graph that contradicts itself and a needless Cast in front of the kept node."""
+    inits = {i.name for i in graph.initializer}
+    kept = [v for v in graph.value_info if v.name not in inits]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
+
+
 def _untie_initializers(model: Any, blocked: Callable[[Any], bool]) -> None:
     """Give fp32-kept nodes their own copy of a float initializer shared with converted nodes."""
     graph = model.graph
@@ -234,16 +312,17 @@ def _untie_initializers(model: Any, blocked: Callable[[Any], bool]) -> None:
 
 
 def _to_fp16(
-    source: Any, config: ConvertConfig, probe: dict[str, np.ndarray]
-) -> tuple[Any, dict[str, float]]:
+    source: Any, config: ConvertConfig, probe: dict[str, np.ndarray], kept: set[str]
+) -> Any:
+    """The fp16 model, with the nodes of `node_block_list` and `kept` left in fp32."""
     import onnx
     from onnxconverter_common import float16
 
     model = onnx.ModelProto()
     model.CopyFrom(source)
+    _drop_initializer_types(model.graph)
     ops = _blocked_ops(config)
-    fallback = _overflowing_nodes(model, probe) if config.auto_fallback else {}
-    names = set(config.node_block_list) | set(fallback)
+    names = set(config.node_block_list) | kept
     _add_types(model, probe)
     _untie_initializers(model, lambda n: n.op_type in ops or n.name in names)
     try:
@@ -261,7 +340,11 @@ def _to_fp16(
     _bypass_round_trips(converted.graph)
     if config.keep_io_types:
         _restore_output_types(converted.graph, source.graph)
-    return converted, fallback
+    return converted
+
+
+def _cast_to(node: Any) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
 
 
 def _bypass_round_trips(graph: Any) -> None:
@@ -270,16 +353,12 @@ def _bypass_round_trips(graph: Any) -> None:
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input]}
     types.update((i.name, i.data_type) for i in graph.initializer)
     producers = {o: n for n in graph.node for o in n.output}
-
-    def cast_to(node: Any) -> int | None:
-        return next((a.i for a in node.attribute if a.name == "to"), None)
-
     for node in graph.node:
         up = producers.get(node.input[0]) if node.op_type == "Cast" else None
         if (
             up is not None
             and up.op_type == "Cast"
-            and (cast_to(node), cast_to(up), types.get(up.input[0])) == (FLOAT, FLOAT16, FLOAT)
+            and (_cast_to(node), _cast_to(up), types.get(up.input[0])) == (FLOAT, FLOAT16, FLOAT)
         ):
             node.input[0] = up.input[0]
     read = {t for n in graph.node for t in n.input} | {o.name for o in graph.output}
@@ -377,15 +456,17 @@ def _compare(reference: list[Any], got: list[Any], names: list[str]) -> dict[str
 
 
 def _node_split(
-    source: Any, config: ConvertConfig, fallback: dict[str, float], probe: dict[str, Any], out: Any
+    source: Any, config: ConvertConfig, blocked: set[str], probe: dict[str, Any], out: Path
 ) -> tuple[list[str], list[str]]:
     """Original nodes converted and kept in fp32: for fp16 every node computing on floats, for
     bf16 every node reading a weight big enough to be stored as bf16."""
+    import onnx
+
     ops = _blocked_ops(config)
-    blocked = set(config.node_block_list) | set(fallback)
     if config.precision == "bf16":
         floats = {i.name for i in source.graph.initializer if _bf16_candidate(i)}
-        bf16 = {i.name.removesuffix("__bf16") for i in out.graph.initializer if i.data_type == BF16}
+        inits = onnx.load(str(out), load_external_data=False).graph.initializer
+        bf16 = {i.name.removesuffix("__bf16") for i in inits if i.data_type == BF16}
     else:
         floats = {k for k, v in probe.items() if np.asarray(v).dtype.kind == "f"}
         floats |= {i.name for i in source.graph.initializer if i.data_type == FLOAT}

@@ -24,12 +24,13 @@ SUPPORTED = {
     ("torchscript", "onnx"),
     ("pt2", "torchscript"),
     ("onnx", "onnx"),
+    ("onnx", "torchscript"),
 }
 TORCHSCRIPT_MAX_OPSET = 20  # the TorchScript-based exporter's newest opset
 WHY_NOT = {
     ("torchscript", "pt2"): "torch.export cannot trace a TorchScript module (torch 2.13).",
-    ("onnx", "torchscript"): "ONNX to PyTorch conversion is not available yet.",
-    ("onnx", "pt2"): "ONNX to PyTorch conversion is not available yet.",
+    ("onnx", "pt2"): "torch.export cannot trace the converted graph's shape arithmetic; "
+    "export to `torchscript` instead.",
 }
 
 
@@ -82,6 +83,12 @@ class ExportPass(Pass[ExportConfig]):
             )
         elif pair == ("pt2", "torchscript"):
             metrics = _pt2_to_torchscript(ctx, out)
+        elif pair == ("onnx", "torchscript"):
+            metrics = _onnx_to_torchscript(ctx, out)
+            warnings.append(
+                "Traced from our ONNX-to-PyTorch conversion: checked at two batch sizes; other "
+                "shapes of the non-batch axes are not guaranteed."
+            )
         else:
             metrics = _onnx_opset(ctx, out, config.opset)
         metrics["validation"] = ctx.tools.validate(
@@ -137,6 +144,19 @@ def _pt2_to_torchscript(ctx: PassContext, out: Path) -> dict[str, Any]:
     traced = torch.jit.trace(module, _example_args(ctx), strict=False, check_trace=False)
     torch.jit.save(traced, str(out))
     return {"exporter": "torch.jit.trace"}
+
+
+def _onnx_to_torchscript(ctx: PassContext, out: Path) -> dict[str, Any]:
+    import onnx
+    import torch
+
+    from app.passes.onnx_torch import OnnxModule
+
+    module = OnnxModule(onnx.load(str(ctx.input_path))).eval()
+    with torch.inference_mode():
+        traced = torch.jit.trace(module, _example_args(ctx), check_trace=False)
+    torch.jit.save(traced, str(out))
+    return {"exporter": "OnnxModule + torch.jit.trace"}
 
 
 def _onnx_opset(ctx: PassContext, out: Path, opset: int) -> dict[str, Any]:

@@ -128,7 +128,12 @@ def _prune(arrays: dict[str, np.ndarray], sparsity: float, scope: str) -> dict[s
 
 
 def _compressed_size(path: Path) -> int:
-    return len(zlib.compress(path.read_bytes(), 6))
+    """Bytes of the file compressed by zlib at level 6, streamed (models can be 2 GB)."""
+    compressor, size = zlib.compressobj(6), 0
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 24):
+            size += len(compressor.compress(chunk))
+    return size + len(compressor.flush())
 
 
 def _counts(model: Any) -> tuple[int, int]:
@@ -160,23 +165,47 @@ def _layers(weights: dict[str, list[Any]], pruned: dict[str, np.ndarray]) -> lis
     ]
 
 
-def _check_runs(path: Path, feeds: dict[str, Any], threads: int) -> None:
-    """The pruned file loads and runs in ONNX Runtime with finite outputs."""
+def _outputs(path: Path, feeds: dict[str, Any], threads: int) -> list[np.ndarray]:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [np.asarray(v, dtype=np.float64) for v in session.run(None, feeds)]
+
+
+def _check_runs(source: Path, out: Path, feeds: dict[str, Any], threads: int) -> float:
+    """The pruned file loads and runs in ONNX Runtime, finite where the input model is.
+
+    Returns:
+        The worst per-sample cosine similarity of its outputs with the input model's.
+    """
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        outputs = session.run(None, feeds)
+        got = _outputs(out, feeds, threads)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise JobFailure("pruning_failed", f"The pruned model does not run: {exc}") from exc
-    for meta, value in zip(session.get_outputs(), outputs, strict=True):
-        array = np.asarray(value)
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise JobFailure(
-                "pruning_not_finite", f"Output {meta.name!r} of the pruned model is NaN/inf."
-            )
+    worst = 1.0
+    for ref, cand in zip(_outputs(source, feeds, threads), got, strict=True):
+        if (np.isfinite(ref) & ~np.isfinite(cand)).any():
+            raise JobFailure("pruning_not_finite", "The pruned model's outputs became NaN/inf.")
+        rows = ref.shape[0] if ref.ndim > 1 else 1
+        r, c = (np.nan_to_num(a).reshape(rows, -1) for a in (ref, cand))
+        norms = np.linalg.norm(r, axis=1) * np.linalg.norm(c, axis=1)
+        cosine = (r * c).sum(1)[norms > 0] / norms[norms > 0]
+        worst = min(worst, float(cosine.min(initial=1.0)))
+    return worst
+
+
+def _notes(config: PruneMagnitudeConfig, layers: list[dict[str, Any]]) -> list[str]:
+    notes = [DENSE_WARNING]
+    if config.sparsity >= 0.8:
+        notes.append(HIGH_SPARSITY_WARNING.format(sparsity=config.sparsity))
+    emptied = [layer["node"] for layer in layers if layer["sparsity"] == 1.0]
+    if emptied:
+        notes.append(EMPTIED_WARNING.format(layers=", ".join(emptied[:20])))
+    if not layers:
+        notes.append("No weight was pruned: no Conv/Gemm/MatMul weight matched the config.")
+    return notes
 
 
 class PruneMagnitudePass(Pass[PruneMagnitudeConfig]):
@@ -200,32 +229,31 @@ class PruneMagnitudePass(Pass[PruneMagnitudeConfig]):
             inits[name].CopyFrom(numpy_helper.from_array(values, name))
         out = ctx.work_dir / "pruned.onnx"
         onnx.save(model, str(out))
-        _check_runs(out, ctx.tools.example_inputs(2), ctx.threads)
-        chosen = sum(a.size for a in pruned.values())
-        zeros = sum(a.size - int(np.count_nonzero(a)) for a in pruned.values())
-        params, nonzero = _counts(model)
+        try:  # a refused model is not left behind in the work directory
+            cosine = _check_runs(ctx.input_path, out, ctx.tools.example_inputs(2), ctx.threads)
+        except JobFailure:
+            out.unlink()
+            raise
         layers = _layers(weights, pruned)
+        chosen = sum(a.size for a in pruned.values())
+        params, nonzero = _counts(model)
         metrics = {
             "sparsity_requested": config.sparsity,
             "scope": config.scope,
-            "sparsity_reached": round(zeros / chosen, 6) if chosen else 0.0,
+            "sparsity_reached": round(1 - _nonzero(pruned) / chosen, 6) if chosen else 0.0,
             "pruned_params": int(chosen),
             "parameters": params,
             "nonzero_parameters": nonzero,
-            "model_sparsity": round(1 - nonzero / params, 6) if params else 0.0,
             "layers_pruned": len(layers),
             "layers": layers[:MAX_LAYERS_REPORTED],
+            "min_cosine_vs_input": cosine,
             "size_bytes_before": ctx.input_path.stat().st_size,
             "size_bytes_after": out.stat().st_size,
             "compressed_bytes_before": _compressed_size(ctx.input_path),
             "compressed_bytes_after": _compressed_size(out),
         }
-        notes = [DENSE_WARNING]
-        if config.sparsity >= 0.8:
-            notes.append(HIGH_SPARSITY_WARNING.format(sparsity=config.sparsity))
-        emptied = [layer["node"] for layer in layers if layer["sparsity"] == 1.0]
-        if emptied:
-            notes.append(EMPTIED_WARNING.format(layers=", ".join(emptied[:20])))
-        if not layers:
-            notes.append("No weight was pruned: no Conv/Gemm/MatMul weight matched the config.")
-        return PassResult(out, "onnx", metrics, notes)
+        return PassResult(out, "onnx", metrics, _notes(config, layers))
+
+
+def _nonzero(arrays: dict[str, np.ndarray]) -> int:
+    return sum(int(np.count_nonzero(a)) for a in arrays.values())

@@ -36,13 +36,23 @@ class PassRegistry:
 
 def build_registry() -> PassRegistry:
     """The built-in passes; new techniques are added to this list, not discovered."""
+    from app.passes.convert import ConvertPass
     from app.passes.distill import DistillPass
     from app.passes.export import ExportPass
     from app.passes.optimize import OptimizePass
+    from app.passes.prune_magnitude import PruneMagnitudePass
     from app.passes.quantize import QuantizePass
 
     registry = PassRegistry()
-    for pass_ in (QuantizePass(), OptimizePass(), ExportPass(), DistillPass()):
+    builtins = (
+        QuantizePass(),
+        OptimizePass(),
+        ExportPass(),
+        DistillPass(),
+        ConvertPass(),
+        PruneMagnitudePass(),
+    )
+    for pass_ in builtins:
         registry.register(pass_)
     return registry
 

@@ -5,27 +5,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Discriminator, Tag
 
 from app.passes.base import ModelInfo, PassConfig
+from app.passes.convert import ConvertConfig
 from app.passes.distill import DistillConfig
 from app.passes.export import ExportConfig
 from app.passes.optimize import OptimizeConfig
+from app.passes.prune_magnitude import PruneMagnitudeConfig
 from app.passes.quantize import QuantizeConfig
 from app.passes.registry import REGISTRY
 
+TORCH_FORMATS = ("pt2", "torchscript")
+
+
+def step_tag(step: Any) -> str | None:
+    """The pass a step is for: `op`, or `op.method` for families (`prune.magnitude`)."""
+    get = step.get if isinstance(step, dict) else lambda key: getattr(step, key, None)
+    op = get("op")
+    return f"{op}.{get('method')}" if op == "prune" else op
+
+
 # Written out (not built from the registry) so that type checkers and OpenAPI see it;
-# tests/passes/test_spec.py asserts it equals the registry.
+# tests/passes/test_spec.py asserts it equals the registry. A callable discriminator rather than
+# a nested op -> method union: pydantic writes a nested union's mapping as invalid OpenAPI.
 StepConfig = Annotated[
-    QuantizeConfig | OptimizeConfig | ExportConfig | DistillConfig, Field(discriminator="op")
+    Annotated[QuantizeConfig, Tag("quantize")]
+    | Annotated[OptimizeConfig, Tag("optimize")]
+    | Annotated[ExportConfig, Tag("export")]
+    | Annotated[DistillConfig, Tag("distill")]
+    | Annotated[ConvertConfig, Tag("convert")]
+    | Annotated[PruneMagnitudeConfig, Tag("prune.magnitude")],
+    Discriminator(step_tag),
 ]
 STEP_CONFIG_TYPES: tuple[type[PassConfig], ...] = (
     QuantizeConfig,
     OptimizeConfig,
     ExportConfig,
     DistillConfig,
+    ConvertConfig,
+    PruneMagnitudeConfig,
 )
-TORCH_FORMATS = ("pt2", "torchscript")
 
 
 @dataclass(frozen=True)
