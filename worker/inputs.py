@@ -25,8 +25,10 @@ single-input model also takes the one array that is not "labels", whatever its n
 from __future__ import annotations
 
 import re
+import zipfile
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -114,22 +116,24 @@ def dataset_inputs(
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
     npz_path = Path(npz_path)
-    arrays = _load_npz(npz_path)
-    labels = arrays.pop("labels", None)
-    bound = {name: arrays[name] for name in input_names if name in arrays}
-    missing = [name for name in input_names if name not in bound]
-    if missing and len(input_names) == 1 and len(arrays) == 1:
-        bound, missing = {input_names[0]: next(iter(arrays.values()))}, []
+    headers = _npz_headers(npz_path)
+    names = [n for n in headers if n != "labels"]
+    chosen = {name: name for name in input_names if name in headers}
+    missing = [name for name in input_names if name not in chosen]
+    if missing and len(input_names) == 1 and len(names) == 1:
+        chosen, missing = {input_names[0]: names[0]}, []
     if missing:
         raise ValueError(
             f"dataset {npz_path.name} has no array for model input(s) {missing}; it holds "
-            f"{sorted(arrays)}. Name each array after a model input ('labels' holds labels)."
+            f"{sorted(headers)}. Name each array after a model input ('labels' holds labels)."
         )
-    _check_sample_counts(bound, labels)
-    if limit is not None:
-        bound = {name: _head(array, limit) for name, array in bound.items()}
-        labels = None if labels is None else _head(labels, limit)
-    return bound, labels
+    wanted = [*chosen.values(), *(["labels"] if "labels" in headers else [])]
+    counts = {k: headers[k][0][0] for k in wanted if headers[k][0]}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"dataset arrays disagree on the number of samples: {counts}")
+    arrays = _read_npz(npz_path, wanted, limit)
+    bound = {name: arrays[member] for name, member in chosen.items()}
+    return bound, arrays.get("labels")
 
 
 def _load(model_path: Path) -> onnx.ModelProto:
@@ -288,30 +292,56 @@ def _table_dims(
     return None
 
 
-def _load_npz(npz_path: Path) -> dict[str, np.ndarray]:
-    loaded = np.load(npz_path, allow_pickle=False)
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise ValueError(f"{npz_path.name} is not an .npz archive")
-    with loaded:
-        arrays = {}
-        for key in loaded.files:
-            try:
-                arrays[key] = loaded[key]
-            except ValueError as exc:
-                # Object arrays need pickle, which would run code from the upload.
-                raise ValueError(f"{npz_path.name}: array {key!r} cannot be loaded: {exc}") from exc
+def _npz_headers(npz_path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each array's (shape, dtype), read from the .npy headers alone; object arrays refused
+    (they would need pickle, which would run code from the upload)."""
+    try:
+        archive = zipfile.ZipFile(npz_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{npz_path.name} is not an .npz archive") from exc
+    headers = {}
+    with archive:
+        for info in archive.infolist():
+            key = info.filename.removesuffix(".npy")
+            with archive.open(info) as fh:
+                shape, dtype = _npy_header(fh)
+            if dtype.hasobject:
+                raise ValueError(
+                    f"{npz_path.name}: array {key!r} cannot be loaded: object arrays need pickle"
+                )
+            headers[key] = (shape, dtype)
+    return headers
+
+
+def _npy_header(fh: Any) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    return (shape if not fortran else (-1,)), dtype
+
+
+def _read_npz(npz_path: Path, names: list[str], limit: int | None) -> dict[str, np.ndarray]:
+    """The named arrays, each cut to its first `limit` rows by reading only those bytes."""
+    arrays = {}
+    with zipfile.ZipFile(npz_path) as archive:
+        for name in names:
+            with archive.open(f"{name}.npy") as fh:
+                shape, dtype = _npy_header(fh)
+                if shape == (-1,):  # Fortran order: rows are not contiguous, read it whole
+                    arrays[name] = np.load(npz_path, allow_pickle=False)[name][:limit]
+                    continue
+                rows = (
+                    shape[0]
+                    if shape and limit is None
+                    else min(limit or 0, shape[0] if shape else 0)
+                )
+                count = int(np.prod(shape[1:], dtype=np.int64)) * rows if shape else 1
+                data = fh.read(count * dtype.itemsize)
+                array = np.frombuffer(data, dtype=dtype, count=count).copy()
+                arrays[name] = array.reshape((rows, *shape[1:]) if shape else ())
     return arrays
-
-
-def _check_sample_counts(bound: dict[str, np.ndarray], labels: np.ndarray | None) -> None:
-    named = dict(bound) if labels is None else {**bound, "labels": labels}
-    counts = {name: array.shape[0] for name, array in named.items() if array.ndim > 0}
-    if len(set(counts.values())) > 1:
-        raise ValueError(f"dataset arrays disagree on the number of samples: {counts}")
-
-
-def _head(array: np.ndarray, limit: int) -> np.ndarray:
-    return array if array.ndim == 0 else array[:limit]
 
 
 def onnx_vocab(model_path: Path) -> dict[str, int]:
