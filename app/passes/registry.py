@@ -40,6 +40,7 @@ def build_registry() -> PassRegistry:
     from app.passes.distill import DistillPass
     from app.passes.export import ExportPass
     from app.passes.optimize import OptimizePass
+    from app.passes.prune_channel import PruneChannelPass, PruneNeuronPass
     from app.passes.prune_magnitude import PruneMagnitudePass
     from app.passes.quantize import QuantizePass
 
@@ -51,6 +52,8 @@ def build_registry() -> PassRegistry:
         DistillPass(),
         ConvertPass(),
         PruneMagnitudePass(),
+        PruneChannelPass(),
+        PruneNeuronPass(),
     )
     for pass_ in builtins:
         registry.register(pass_)

@@ -12,6 +12,7 @@ from app.passes.convert import ConvertConfig
 from app.passes.distill import DistillConfig
 from app.passes.export import ExportConfig
 from app.passes.optimize import OptimizeConfig
+from app.passes.prune_channel import PruneChannelConfig, PruneNeuronConfig
 from app.passes.prune_magnitude import PruneMagnitudeConfig
 from app.passes.quantize import QuantizeConfig
 from app.passes.registry import REGISTRY
@@ -35,7 +36,9 @@ StepConfig = Annotated[
     | Annotated[ExportConfig, Tag("export")]
     | Annotated[DistillConfig, Tag("distill")]
     | Annotated[ConvertConfig, Tag("convert")]
-    | Annotated[PruneMagnitudeConfig, Tag("prune.magnitude")],
+    | Annotated[PruneMagnitudeConfig, Tag("prune.magnitude")]
+    | Annotated[PruneChannelConfig, Tag("prune.channel")]
+    | Annotated[PruneNeuronConfig, Tag("prune.neuron")],
     Discriminator(step_tag),
 ]
 STEP_CONFIG_TYPES: tuple[type[PassConfig], ...] = (
@@ -45,6 +48,8 @@ STEP_CONFIG_TYPES: tuple[type[PassConfig], ...] = (
     DistillConfig,
     ConvertConfig,
     PruneMagnitudeConfig,
+    PruneChannelConfig,
+    PruneNeuronConfig,
 )
 
 

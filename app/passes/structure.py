@@ -1,26 +1,35 @@
 """Channel dependency analysis on ONNX graphs: which weight slices must be removed together.
 
-Every output channel of a *producer* (a Conv, Gemm or MatMul over a weight initializer) gets a
-channel id. The walk follows each id, in topological order, through the ops that keep channels
-apart (activations, batch-norm, pooling, biases, transposes, concatenations, flatten/reshape into
-a linear layer ...) down to the *consumers* whose weights read it (a Conv's input channels, a
-Gemm's or MatMul's input rows). Ops that join two activations element-wise (residual `Add`, the
-`Mul` of a gate) join their channel ids: those channels must go together. The joined ids form
-*units* (a union-find component); a *group* is the set of producers whose channels share units,
-and pruning removes whole units from a group.
+Every output channel of a *producer* (a Conv, ConvTranspose, Gemm or MatMul over a constant
+weight) gets a channel id. The walk follows each id, in topological order, through the ops that
+keep channels apart (activations, batch-norm, pooling, biases and per-channel constants,
+transposes, concatenation offsets, flatten/reshape into a linear layer, depthwise convolutions)
+down to the *consumers* whose weights read it (a Conv's input channels, a Gemm's or MatMul's
+input rows). Ops that join activations entry by entry (a residual `Add`, the `Mul` of a gate,
+the equal halves of a GLU `Split`) join their channel ids: those channels must go together.
+A reshape that splits the channel axis into (heads, width) joins each head's channels, and the
+attention MatMuls join the q, k and v heads, so that a unit is a whole attention head. The
+joined ids form *units* (union-find components); a *group* is the set of producers whose
+channels share units, and pruning removes whole units of a group.
 
-Anything the walk does not understand *pins* the ids it touches: an unknown op, a reshape that
-splits the channel axis, a layer norm over it, a graph output, a concatenation with a fixed
-tensor then added ... A group with a pinned unit is never pruned, so the analysis can refuse, but
-what it allows stays a valid graph computing the same function as the original with the removed
-channels zeroed at their consumers (`structure_rewrite.rewrite(..., "mask")`), which the passes
-check on real inputs.
+Anything the walk does not understand *pins* the ids it touches, with the reason: an unknown
+op, a reshape that moves the channel axis, a normalization or softmax over it, a grouped
+convolution, a graph output, a Shape that reads the channel count, a tensor added to fixed
+channels. A group with a pinned unit is never pruned: the analysis may refuse, but what it
+allows stays a valid graph that computes what the original computes with the removed channels
+zeroed at their consumers (`structure_rewrite.rewrite(..., "mask")`); the passes check that on
+real inputs.
 
-Heavy imports (onnx) happen inside functions: the API imports this module.
+Modules: structure (this: state, union-find, groups), structure_graph (constants, shapes),
+structure_ops (producers, consumers and the rule table), structure_moves (ops that move
+channels), structure_reshape (reshapes, attention), structure_rewrite (apply a removal),
+structure_select (which units), structure_activity (measured activations). Heavy imports
+(onnx, onnxruntime) happen inside functions: the API imports these modules.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -85,9 +94,6 @@ class Channels:
     def roots(self, ids: np.ndarray) -> np.ndarray:
         return np.array([self.find(int(i)) for i in ids], dtype=np.int64)
 
-    def reason(self, root: int) -> str | None:
-        return self.pins.get(self.find(root))
-
 
 @dataclass(frozen=True)
 class SliceUse:
@@ -102,12 +108,15 @@ class SliceUse:
 
 @dataclass(frozen=True)
 class ValueUse:
-    """Entry `position` of a 1-D constant (reshape shape, split sizes) = count of kept `ids`."""
+    """Entry `position` of a 1-D constant (a reshape's target) = count of kept `ids`. With a
+    `reader`, the constant is a piece of the Concat `node` that builds the target of reshape
+    `reader`: that reader then gets its own copy of the Concat."""
 
     node: int
     input: int
     position: int
     ids: np.ndarray
+    reader: int | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,7 @@ class Group:
     producers: list[str]
     units: np.ndarray  # root channel ids, sorted
     reason: str | None  # why the group is left whole; None when it can be pruned
+    width: int = 1  # output channels of a producer per unit (an attention head's width)
 
     @property
     def prunable(self) -> bool:
@@ -181,6 +191,8 @@ class Walker:
     attrs: list[AttrUse] = field(default_factory=list)
     readers: list[Reader] = field(default_factory=list)
     tied: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    made_by: dict[str, int] = field(default_factory=dict)  # tensor -> index of its node
+    reads: dict[str, int] = field(default_factory=dict)  # tensor -> readers (graph outputs too)
 
     def const(self, name: str) -> np.ndarray | None:
         return self.constants.get(name) if name else None
@@ -195,6 +207,19 @@ class Walker:
         if name in self.constants:
             return [int(d) for d in self.constants[name].shape]
         return self.shapes.get(name)
+
+    def ints(self, node: Any, position: int, attr: str) -> list[int] | None:
+        """An int list given as constant input `position` or, in old opsets, attribute `attr`."""
+        if len(node.input) > position and node.input[position]:
+            value = self.const(node.input[position])
+            return None if value is None else [int(v) for v in value.reshape(-1)]
+        found = node_attr(node, attr)
+        return None if found is None else [int(v) for v in found]
+
+    def set_all(self, node: Any, layout: Layout) -> None:
+        for name in node.output:
+            if name:
+                self.layouts[name] = layout
 
     def pin_layout(self, name: str, reason: str) -> None:
         layout = self.layouts.get(name)
@@ -231,17 +256,37 @@ class Walker:
         self.readers.append(Reader(tensor, layout.axis, layout.ids))
 
 
+def node_attr(node: Any, name: str, default: Any = None) -> Any:
+    from onnx import helper
+
+    for attr in node.attribute:
+        if attr.name == name:
+            return helper.get_attribute_value(attr)
+    return default
+
+
+def dims_product(dims: list[Any]) -> int:
+    return int(math.prod(int(d) for d in dims))
+
+
 def analyze(model: Any, ignore_nodes: list[str] | None = None) -> Analysis:
     """Find the channel groups of an ONNX model (not modified; the analysis keeps a reference)."""
+    from app.passes.structure_graph import constants, opset, shapes
     from app.passes.structure_ops import walk
 
     walker = Walker(
         graph=model.graph,
-        constants=_constants(model),
-        shapes=_shapes(model),
-        opset=_opset(model),
+        constants=constants(model),
+        shapes=shapes(model),
+        opset=opset(model),
         ignore=set(ignore_nodes or []),
     )
+    for index, node in enumerate(model.graph.node):
+        walker.made_by.update(dict.fromkeys(node.output, index))
+        for name in node.input:
+            walker.reads[name] = walker.reads.get(name, 0) + 1
+    for output in model.graph.output:
+        walker.reads[output.name] = walker.reads.get(output.name, 0) + 1
     walk(walker)
     for output in model.graph.output:
         walker.pin_layout(output.name, f"reaches the graph output `{output.name}`")
@@ -286,58 +331,8 @@ def _groups(walker: Walker) -> list[Group]:
         ids = np.concatenate([walker.producers[i].ids for i in indices])
         units = np.unique(channels.roots(ids))
         reasons = [r for r in (channels.pins.get(int(u)) for u in units) if r is not None]
-        groups.append(Group(names, units, reasons[0] if reasons else None))
+        first = walker.producers[indices[0]].ids
+        distinct = len(np.unique(channels.roots(first)))
+        width = len(first) // distinct if len(first) % distinct == 0 else 1
+        groups.append(Group(names, units, reasons[0] if reasons else None, width))
     return groups
-
-
-def _opset(model: Any) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return int(entry.version)
-    return 1
-
-
-def _constants(model: Any) -> dict[str, np.ndarray]:
-    """Initializers (not overridable by a graph input) and `Constant` node values."""
-    from onnx import helper, numpy_helper
-
-    graph = model.graph
-    inputs = {i.name for i in graph.input}
-    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name not in inputs}
-    for node in graph.node:
-        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
-            continue
-        for attr in node.attribute:
-            value = helper.get_attribute_value(attr)
-            if attr.name == "value":
-                out[node.output[0]] = numpy_helper.to_array(value)
-            elif attr.name in ("value_float", "value_floats"):
-                out[node.output[0]] = np.asarray(value, dtype=np.float32)
-            elif attr.name in ("value_int", "value_ints"):
-                out[node.output[0]] = np.asarray(value, dtype=np.int64)
-    return out
-
-
-def _shapes(model: Any) -> dict[str, list[Dim] | None]:
-    """Static dims (int), symbolic ones (str) or unknown (None) of every tensor inference sees."""
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # a model inference rejects is walked with what it declares
-        inferred = model
-    graph = inferred.graph
-    out: dict[str, list[Dim] | None] = {}
-    for info in [*graph.value_info, *graph.input, *graph.output]:
-        tensor_type = info.type.tensor_type
-        if not tensor_type.HasField("shape"):
-            out[info.name] = None
-            continue
-        dims: list[Dim] = []
-        for dim in tensor_type.shape.dim:
-            if dim.HasField("dim_value"):
-                dims.append(int(dim.dim_value))
-            else:
-                dims.append(dim.dim_param or None)
-        out[info.name] = dims
-    return out

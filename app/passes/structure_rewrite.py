@@ -37,25 +37,37 @@ def rewrite(analysis: Analysis, removed: set[int], mode: Literal["prune", "mask"
         else:
             continue
         edits.setdefault((use.node, use.input), []).append(edit)
+    clones: dict[str, dict[str, list[tuple[int, Edit]]]] = {}
     if mode == "prune":
+        nodes = model.graph.node
         for value in analysis.values:
             keep = analysis.keep_mask(value.ids, removed)
-            if not keep.all():
-                edits.setdefault((value.node, value.input), []).append(
-                    ("set", value.position, int(keep.sum()))
-                )
+            if keep.all():
+                continue
+            edit = ("set", value.position, int(keep.sum()))
+            if value.reader is None:
+                edits.setdefault((value.node, value.input), []).append(edit)
+            else:  # by output names: node indices move when constants are dropped
+                per_reader = clones.setdefault(nodes[value.node].output[0], {})
+                per_reader.setdefault(nodes[value.reader].output[0], []).append((value.input, edit))
         for attr in analysis.attrs:
             keep = analysis.keep_mask(attr.ids, removed)
             if not keep.all():
-                _set_attribute(model.graph.node[attr.node], attr.name, attr.position, keep.sum())
+                _set_attribute(nodes[attr.node], attr.name, attr.position, keep.sum())
         del model.graph.value_info[:]  # stale shapes; inference fills them again
     _apply(model, analysis.constants, edits)
+    if clones:
+        _clone_concats(model, analysis.constants, clones)
     return model
 
 
 def parameter_count(model: Any) -> int:
-    """Elements over the graph's initializers, as the job report counts them."""
-    return sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    """Elements of the graph's weights, as the job report counts them: every initializer but
+    the int32/int64 ones (shape arithmetic)."""
+    from onnx import TensorProto
+
+    shapes = (TensorProto.INT64, TensorProto.INT32)
+    return sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type not in shapes)
 
 
 def _set_attribute(node: Any, name: str, position: int | None, value: Any) -> None:
@@ -105,7 +117,7 @@ def _apply(model: Any, constants: dict[str, np.ndarray], edits: dict[Slot, list[
         entry[1].append(slot)
     initializers = {t.name: i for i, t in enumerate(graph.initializer)}
     taken = set(initializers) | {o for n in graph.node for o in n.output}
-    dropped: set[str] = set()
+    dropped: set[str] = set()  # replaced names: removed where nothing reads them any more
     for name, by_edit in variants.items():
         edited = sum(len(slots) for _, slots in by_edit.values())
         shared = readers.get(name, 0) > edited or _read_inside(graph, name)
@@ -120,9 +132,66 @@ def _apply(model: Any, constants: dict[str, np.ndarray], edits: dict[Slot, list[
             graph.initializer.append(numpy_helper.from_array(array, new_name))
             for node_index, input_index in slots:
                 graph.node[node_index].input[input_index] = new_name
-        if not shared:
-            dropped.add(name)
+        dropped.add(name)
     _drop(graph, dropped)
+
+
+def _clone_concats(
+    model: Any, constants: dict[str, np.ndarray], clones: dict[str, dict[str, list[Any]]]
+) -> None:
+    """Give each reshape that edits a Concat-built target its own copy of that Concat (one
+    Concat often shapes every layer's tensors, which keep different channel counts)."""
+    import onnx
+
+    graph = model.graph
+    made_by = {n.output[0]: i for i, n in enumerate(graph.node) if n.output}
+    taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
+    after: dict[int, list[Any]] = {}
+    for vector, per_reader in clones.items():
+        variants: dict[tuple[Any, ...], list[str]] = {}
+        for reader, input_edits in per_reader.items():
+            key = tuple(sorted((k, _key([e])) for k, e in input_edits))
+            variants.setdefault(key, []).append(reader)
+        for readers in variants.values():
+            source = graph.node[made_by[vector]]
+            clone = _concat_copy(graph, source, per_reader[readers[0]], constants, taken)
+            for reader in readers:
+                node = graph.node[made_by[reader]]
+                for j, name in enumerate(node.input):
+                    if name == vector:
+                        node.input[j] = clone.output[0]
+            after.setdefault(made_by[vector], []).append(clone)
+    nodes = []
+    for index, node in enumerate(graph.node):
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        nodes.extend([copy, *after.get(index, [])])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop(graph, set(clones))
+
+
+def _concat_copy(
+    graph: Any,
+    source: Any,
+    input_edits: list[tuple[int, Edit]],
+    constants: dict[str, np.ndarray],
+    taken: set[str],
+) -> Any:
+    """A copy of Concat `source` whose constant pieces carry `input_edits` (new initializers)."""
+    import onnx
+    from onnx import numpy_helper
+
+    clone = onnx.NodeProto()
+    clone.CopyFrom(source)
+    clone.name = _fresh(f"{source.name}_pruned", taken)
+    clone.output[0] = _fresh(f"{source.output[0]}_pruned", taken)
+    for k in sorted({k for k, _ in input_edits}):
+        name = _fresh(f"{source.input[k]}_pruned", taken)
+        array = _transform(constants[source.input[k]], [e for j, e in input_edits if j == k])
+        graph.initializer.append(numpy_helper.from_array(array, name))
+        clone.input[k] = name
+    return clone
 
 
 def _read_inside(graph: Any, name: str) -> bool:
@@ -148,11 +217,24 @@ def _fresh(name: str, taken: set[str]) -> str:
 
 
 def _drop(graph: Any, names: set[str]) -> None:
-    """Remove constants nobody reads any more (replaced by per-reader copies)."""
-    for i in reversed(range(len(graph.initializer))):
-        if graph.initializer[i].name in names:
-            del graph.initializer[i]
-    for i in reversed(range(len(graph.node))):
-        node = graph.node[i]
-        if node.op_type == "Constant" and node.output[0] in names:
-            del graph.node[i]
+    """Remove what made `names` if nothing reads them any more: initializers, and nodes none of
+    whose outputs is read (then, in turn, what made their inputs)."""
+    pending = set(names)
+    outputs = {o.name for o in graph.output}
+    while pending:
+        name = pending.pop()
+        if name in outputs or any(name in node.input for node in graph.node):
+            continue
+        if _read_inside(graph, name):
+            continue
+        for i in reversed(range(len(graph.initializer))):
+            if graph.initializer[i].name == name:
+                del graph.initializer[i]
+        for i in reversed(range(len(graph.node))):
+            node = graph.node[i]
+            if name not in node.output:
+                continue
+            others = [o for o in node.output if o and o != name]
+            if not any(o in outputs or any(o in n.input for n in graph.node) for o in others):
+                pending.update(n for n in node.input if n)
+                del graph.node[i]

@@ -34,12 +34,14 @@ def importance(
     return scores
 
 
-def kept_count(count: int, ratio: float, round_to: int) -> int:
-    """Channels a group keeps: `ratio` of them removed (rounded down), then the kept number
-    rounded up to a multiple of `round_to` when the group is larger than `round_to`."""
+def kept_count(count: int, ratio: float, round_to: int, width: int = 1) -> int:
+    """Units a group keeps: `ratio` of them removed (rounded down), then rounded up so that the
+    kept channels (units x `width` channels each) are a multiple of `round_to`, when the group
+    has more units than that takes (heads of 64 channels need no rounding for 8)."""
     kept = count - math.floor(ratio * count + 1e-9)
-    if round_to > 1 and count > round_to:
-        kept = min(count, math.ceil(kept / round_to) * round_to)
+    step = round_to // math.gcd(round_to, width)
+    if step > 1 and count > step:
+        kept = min(count, math.ceil(kept / step) * step)
     return max(1, kept)
 
 
@@ -53,7 +55,9 @@ def by_ratio(
     """The lowest-scoring units: `ratio` of each group (`layer`), or of all groups together
     with scores normalized by their group's mean (`global`)."""
     groups = [g for g in analysis.groups if g.prunable and len(g.units) > 1]
-    targets = {id(g): len(g.units) - kept_count(len(g.units), ratio, round_to) for g in groups}
+    targets = {
+        id(g): len(g.units) - kept_count(len(g.units), ratio, round_to, g.width) for g in groups
+    }
     if scope == "global":
         targets = _global_targets(groups, scores, ratio, round_to)
     removed: set[int] = set()
@@ -78,7 +82,7 @@ def _global_targets(
     for group in groups:
         count = len(group.units)
         share = min(wanted[id(group)], count - 1) / count
-        targets[id(group)] = count - kept_count(count, share, round_to)
+        targets[id(group)] = count - kept_count(count, share, round_to, group.width)
     return targets
 
 
@@ -110,9 +114,7 @@ def dead_units(
         level = threshold * (float(finite.mean()) if finite.size else 0.0)
         dead = [i for i in np.argsort(values, kind="stable") if values[i] <= level]
         limit = min(len(dead), math.floor(max_ratio * count + 1e-9), count - 1)
-        kept = count - limit
-        if round_to > 1 and count > round_to:
-            kept = min(count, math.ceil(kept / round_to) * round_to)
+        kept = kept_count(count, limit / count, round_to, group.width)
         removed.update(int(group.units[i]) for i in dead[: count - kept])
     return keep_every_tensor(analysis, removed, activity)
 

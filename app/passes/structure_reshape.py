@@ -1,0 +1,180 @@
+"""Rules for reshapes (keep, flatten into, or split into heads, the channel axis) and for the
+activation x activation MatMuls of attention (see structure_ops)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from app.passes.structure import Layout, ValueUse, Walker, dims_product, node_attr
+
+Slot = tuple[int, int, int]  # (node index, input index, entry) of a 1-D constant
+
+
+def reshape_rule(w: Walker, index: int, node: Any) -> None:
+    """A reshape that keeps the channel axis, merges it with the trailing axes (a flatten), or
+    splits it into (heads, width): then a unit is a whole head, and the heads axis carries it."""
+    lx, shape = w.layouts[node.input[0]], w.shape(node.input[0])
+    found = _target(w, index, node)
+    if shape is None or found is None:
+        w.refuse(node, "its target shape is computed at run time")
+        return
+    target, where = found
+    copy_zero = not int(node_attr(node, "allowzero", 0))
+    c, count = lx.axis, len(lx.ids)
+    resolved = _resolve(target, shape, w.shape(node.output[0]), c, copy_zero)
+    block = None if resolved is None else _merge_or_keep(resolved, shape, c, count)
+    if resolved is not None and block is not None:
+        ids = np.repeat(lx.ids, block)
+        _edit(w, index, where[c], target[c], ids)
+        w.layouts[node.output[0]] = Layout(c, ids)
+        return
+    width = None if resolved is None else _head_width(resolved, shape, c, count)
+    if width is None:
+        w.refuse(node, "it splits the channel axis or moves it")
+        return
+    heads = lx.ids.reshape(-1, width)
+    for row in heads:
+        w.channels.union_arrays(np.repeat(row[:1], width), row)
+    _edit(w, index, where[c], target[c], heads[:, 0])
+    w.layouts[node.output[0]] = Layout(c, heads[:, 0])
+
+
+def _edit(w: Walker, index: int, slot: Slot | None, value: int | None, ids: np.ndarray) -> None:
+    """Entry `value` of the target shape becomes the kept count of `ids` (-1 and 0 need no
+    edit)."""
+    if slot is None or value is None or value <= 0:
+        return
+    reader = None if slot[0] == index else index
+    w.values.append(ValueUse(slot[0], slot[1], slot[2], ids, reader))
+
+
+def _target(w: Walker, index: int, node: Any) -> tuple[list[int | None], list[Slot | None]] | None:
+    """A reshape's target entries (None: known only at run time) and, for constant ones, where
+    they are stored: the shape constant, or a constant piece of the Concat that builds it."""
+    name = node.input[1]
+    spec = w.const(name)
+    if spec is not None:
+        values = [int(v) for v in spec.reshape(-1)]
+        return list(values), [(index, 1, j) for j in range(len(values))]
+    maker = w.made_by.get(name)
+    if maker is None or w.graph.node[maker].op_type != "Concat":
+        return None
+    targets: list[int | None] = []
+    where: list[Slot | None] = []
+    for k, piece in enumerate(w.graph.node[maker].input):
+        value, shape = w.const(piece), w.shape(piece)
+        if value is not None:
+            targets += [int(v) for v in value.reshape(-1)]
+            where += [(maker, k, j) for j in range(value.size)]
+        elif shape is not None and len(shape) == 1 and isinstance(shape[0], int):
+            targets += [None] * shape[0]
+            where += [None] * shape[0]
+        else:
+            return None
+    return targets, where
+
+
+def _resolve(
+    target: list[int | None], shape: list[Any], out_shape: list[Any] | None, c: int, zero: bool
+) -> list[Any] | None:
+    """The target with 0-copies replaced by the input dims, if the axes before the channels
+    stay as they are. Entries known only at run time (None) are accepted there when inference
+    says they keep the input's dims."""
+    if len(target) <= c or target.count(-1) > 1 or None in target[c:]:
+        return None
+    resolved: list[Any] = []
+    for j, value in enumerate(target):
+        if zero and value == 0:
+            if j >= len(shape):
+                return None
+            resolved.append(shape[j])
+        else:
+            resolved.append(value)
+    for i in range(c):
+        if resolved[i] is None:
+            same = out_shape is not None and len(out_shape) == len(target)
+            if not same or out_shape[i] is None or out_shape[i] != shape[i]:  # type: ignore[index]
+                return None
+        elif resolved[i] != -1 and resolved[i] != shape[i]:
+            return None
+    return resolved
+
+
+def _merge_or_keep(resolved: list[Any], shape: list[Any], c: int, count: int) -> int | None:
+    """How many target entries each channel becomes at axis `c`: 1 when the channel axis is
+    kept as it is, the product of the trailing dims when they merge into it (a flatten)."""
+    trailing = shape[c + 1 :]
+    size = dims_product(trailing) if all(isinstance(d, int) for d in trailing) else None
+    at_c, rest = resolved[c], resolved[c + 1 :]
+    if not rest and size is not None and at_c in (count * size, -1):
+        return size
+    if at_c not in (count, -1):
+        return None
+    return 1 if _same_product(rest, trailing) else None
+
+
+def _head_width(resolved: list[Any], shape: list[Any], c: int, count: int) -> int | None:
+    """The width of each head when the channel axis is split into (heads, width), in order."""
+    if len(resolved) < c + 2:
+        return None
+    heads, width = resolved[c], resolved[c + 1]
+    if heads == -1 and isinstance(width, int) and width > 0 and count % width == 0:
+        heads = count // width
+    elif width == -1 and isinstance(heads, int) and heads > 0 and count % heads == 0:
+        width = count // heads
+    valid = isinstance(heads, int) and isinstance(width, int) and heads > 1 and width > 1
+    if not valid or heads * width != count:
+        return None
+    return width if _same_product(resolved[c + 2 :], shape[c + 1 :]) else None
+
+
+def _same_product(rest: list[Any], trailing: list[Any]) -> bool:
+    """Whether target entries `rest` keep the trailing dims' product (a -1 among them does)."""
+    if -1 in rest:
+        return True
+    known = all(isinstance(d, int) for d in trailing)
+    return (
+        known
+        and all(isinstance(v, int) and v > 0 for v in rest)
+        and (dims_product(rest) == dims_product(trailing))
+    )
+
+
+def matmul_rule(w: Walker, index: int, node: Any) -> None:
+    """Activation x activation (attention): channels on batch axes (heads) pair up entry by
+    entry; channels on A's rows or B's columns pass through; contracted channels are refused."""
+    a, b = node.input[0], node.input[1]
+    ra, rb = w.rank(a), w.rank(b)
+    if ra is None or rb is None or ra < 2 or rb < 2:
+        w.refuse(node, "unknown rank")
+        return
+    rank = max(ra, rb)
+    la, lb = w.layouts.get(a), w.layouts.get(b)
+    if (la is not None and la.axis == ra - 1) or (lb is not None and lb.axis == rb - 2):
+        w.refuse(node, "it contracts the channel axis")
+        return
+    axes = []
+    if la is not None:
+        axes.append(rank - 2 if la.axis == ra - 2 else la.axis + rank - ra)
+    if lb is not None:
+        axes.append(rank - 1 if lb.axis == rb - 1 else lb.axis + rank - rb)
+    first = la if la is not None else lb
+    if len(set(axes)) != 1 or first is None:
+        w.refuse(node, "its inputs carry channels on different axes")
+        return
+    axis = axes[0]
+    if la is not None and lb is not None:
+        if len(la.ids) != len(lb.ids):
+            w.refuse(node, "its inputs carry different channels")
+            return
+        w.channels.union_arrays(la.ids, lb.ids)
+    elif axis < rank - 2:
+        other, other_rank = (b, rb) if la is not None else (a, ra)
+        position = axis - (rank - other_rank)
+        dims = w.shape(other)
+        if position >= 0 and (dims is None or dims[position] != 1):
+            w.refuse(node, f"it pairs the channels with fixed ones of `{other}`")
+            return
+    w.layouts[node.output[0]] = Layout(axis, first.ids)

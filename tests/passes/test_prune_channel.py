@@ -1,0 +1,521 @@
+"""The `prune` passes `method: channel` and `method: neuron` on tiny real networks.
+
+What is asserted is measured on the written file: initializer shapes (channels removed equal
+the requested ratio rounded as documented, per group), parameter counts, validity (checker,
+ONNX Runtime, output shapes), and outputs: unchanged when only dead channels go, close when only
+near-zero channels go. Accuracy after pruning is not asserted: it collapses until a `distill`
+step recovers it (FIELD-NOTES.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from pydantic import ValidationError
+
+from app.passes.base import PassContext, PassResult
+from app.passes.prune_channel import (
+    RECOVERY_WARNING,
+    PruneChannelConfig,
+    PruneChannelPass,
+    PruneNeuronConfig,
+    PruneNeuronPass,
+)
+from app.passes.structure_select import kept_count
+from worker.inputs import onnx_input_specs
+from worker.tools import WorkerTools
+
+# ---------------------------------------------------------------- networks
+
+
+class Cnn(torch.nn.Module):
+    """Conv + batch-norm, a residual block, concatenated branches, depthwise, flatten + linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(16)
+        self.block = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.a = torch.nn.Conv2d(16, 8, 1)
+        self.b = torch.nn.Conv2d(16, 24, 3, padding=1)
+        self.dw = torch.nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.pw = torch.nn.Conv2d(32, 16, 1)
+        self.fc = torch.nn.Linear(16 * 4 * 4, 40)
+        self.out = torch.nn.Linear(40, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.stem(x)))
+        y = torch.relu(y + self.block(y))
+        y = torch.cat([self.a(y), self.b(y)], 1)
+        y = torch.relu(self.pw(torch.relu(self.dw(y))))
+        y = torch.flatten(torch.nn.functional.max_pool2d(y, 2), 1)
+        return self.out(torch.relu(self.fc(y)))
+
+
+class Seed(torch.nn.Module):
+    """The classic: conv 3->64, conv 64->128 (relu, 2x2 max-pool), fc 4608->1000, fc 1000->10."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 64, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(64, 128, 3, padding=1)
+        self.f1 = torch.nn.Linear(128 * 6 * 6, 1000)
+        self.f2 = torch.nn.Linear(1000, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
+        x = torch.nn.functional.max_pool2d(torch.relu(self.c2(x)), 2)
+        return self.f2(torch.relu(self.f1(torch.flatten(x, 1))))
+
+
+class Mlp(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.f1 = torch.nn.Linear(20, 48)
+        self.f2 = torch.nn.Linear(48, 24)
+        self.f3 = torch.nn.Linear(24, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f3(torch.relu(self.f2(torch.relu(self.f1(x)))))
+
+
+class Encoder(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(100, 32)
+        layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = torch.nn.Linear(32, 4)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(input_ids)).mean(1))
+
+
+class Attention(torch.nn.Module):
+    """Multi-head self-attention written with a separate heads axis (as BERT/GPT code does)."""
+
+    def __init__(self, dim: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        self.heads, self.width = heads, dim // heads
+        self.q, self.k = torch.nn.Linear(dim, dim), torch.nn.Linear(dim, dim)
+        self.v, self.o = torch.nn.Linear(dim, dim), torch.nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (
+            f(x).view(b, n, self.heads, self.width).transpose(1, 2)
+            for f in (self.q, self.k, self.v)
+        )
+        scores = torch.softmax(q @ k.transpose(-1, -2) / self.width**0.5, -1)
+        return self.o((scores @ v).transpose(1, 2).reshape(b, n, self.heads * self.width))
+
+
+class Bert(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(100, 32)
+        self.one, self.two = Attention(), Attention()
+        self.norm = torch.nn.LayerNorm(32)
+        self.head = torch.nn.Linear(32, 3)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        x = self.embed(input_ids)
+        x = self.norm(x + self.one(x))
+        return self.head((x + self.two(x)).mean(1))
+
+
+def export(module: torch.nn.Module, example: torch.Tensor, path: Path, dynamo: bool = True) -> Path:
+    name = "input_ids" if not example.dtype.is_floating_point else "x"
+    dims = {0: "batch"} if example.dtype.is_floating_point else {0: "batch", 1: "sequence"}
+    if dynamo:
+        shapes = {name: {a: torch.export.Dim(label, max=4096) for a, label in dims.items()}}
+        torch.onnx.export(
+            module, (example,), str(path), dynamo=True, dynamic_shapes=shapes, external_data=False
+        )
+    else:
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            input_names=[name],
+            dynamic_axes={name: dims},
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("prune-channel")
+    torch.manual_seed(0)
+    cnn = Cnn().eval()
+    assert cnn.bn.running_mean is not None and cnn.bn.running_var is not None
+    cnn.bn.running_mean.uniform_(-0.5, 0.5)
+    cnn.bn.running_var.uniform_(0.5, 2.0)
+    image = torch.randn(2, 3, 8, 8)
+    return {
+        "cnn-dynamo": export(cnn, image, folder / "cnn-dynamo.onnx"),
+        "cnn-torchscript": export(cnn, image, folder / "cnn-torchscript.onnx", dynamo=False),
+        "seed": export(Seed().eval(), torch.randn(2, 3, 24, 24), folder / "seed.onnx"),
+        "mlp": export(Mlp().eval(), torch.randn(2, 20), folder / "mlp.onnx"),
+        "encoder": export(
+            Encoder().eval(), torch.randint(0, 100, (2, 12)), folder / "encoder.onnx"
+        ),
+    }
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def context(source: Path, work: Path, datasets: dict[str, Path] | None = None) -> PassContext:
+    work.mkdir(parents=True, exist_ok=True)
+    specs = onnx_input_specs(source)
+    return PassContext(
+        input_path=source,
+        input_format="onnx",
+        work_dir=work,
+        step_index=0,
+        threads=2,
+        tools=WorkerTools(specs, {}, None, 2, datasets=datasets or {}),
+        inputs=specs,
+        datasets=datasets or {},
+    )
+
+
+def prune(source: Path, work: Path, **fields: Any) -> PassResult:
+    config = PruneChannelConfig(op="prune", method="channel", **fields)
+    return PruneChannelPass().run(context(source, work), config)
+
+
+def weights(path: Path) -> list[np.ndarray]:
+    """The Conv/Gemm/MatMul weights, in graph order."""
+    model = onnx.load(str(path))
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    return [
+        values[node.input[1]]
+        for node in model.graph.node
+        if node.op_type in ("Conv", "Gemm", "MatMul") and node.input[1] in values
+    ]
+
+
+def shapes(path: Path) -> list[tuple[int, ...]]:
+    return [w.shape for w in weights(path)]
+
+
+def outputs(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)[0]
+
+
+def image(batch: int, size: int = 8) -> dict[str, np.ndarray]:
+    return {"x": np.random.default_rng(3).standard_normal((batch, 3, size, size), np.float32)}
+
+
+def parameters(path: Path) -> int:
+    """As the job report counts them (worker.onnx_utils): initializers but int64/int32 ones."""
+    from worker.onnx_utils import parameter_counts
+
+    return parameter_counts(onnx.load(str(path)))[0]
+
+
+# ---------------------------------------------------------------- channel
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_cnn_loses_the_requested_channels_in_every_group(
+    models: dict[str, Path], tmp_path: Path, exporter: str
+) -> None:
+    source = models[f"cnn-{exporter}"]
+
+    result = prune(source, tmp_path, ratio=0.5)
+
+    onnx.checker.check_model(onnx.load(str(result.output_path)), full_check=True)
+    kept = {n: kept_count(n, 0.5, 8) for n in (16, 8, 24, 40)}
+    assert kept == {16: 8, 8: 4, 24: 16, 40: 24}
+    assert shapes(result.output_path) == [
+        (8, 3, 3, 3),  # stem, with batch-norm folded in
+        (8, 8, 3, 3),  # block: the residual partner of stem
+        (4, 8, 1, 1),  # a
+        (16, 8, 3, 3),  # b
+        (20, 1, 3, 3),  # depthwise over the 4 + 16 concatenated channels
+        (8, 20, 1, 1),  # pw
+        (24, 8 * 16),  # fc reads 8 channels x 4x4 positions
+        (5, 24),  # the output layer keeps its 5 outputs
+    ]
+    assert outputs(result.output_path, image(3)).shape == (3, 5)
+
+
+def test_parameter_count_really_drops_and_is_reported(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    source = models["cnn-dynamo"]
+
+    result = prune(source, tmp_path, ratio=0.5)
+
+    assert result.metrics["parameters_before"] == parameters(source)
+    assert result.metrics["parameters_after"] == parameters(result.output_path)
+    assert parameters(result.output_path) < 0.4 * parameters(source)
+
+
+def test_residual_partners_lose_the_same_channels(models: dict[str, Path], tmp_path: Path) -> None:
+    source = models["cnn-dynamo"]
+    before = weights(source)
+
+    after = weights(prune(source, tmp_path, ratio=0.5).output_path)
+
+    def kept_rows(old: np.ndarray, new: np.ndarray, inputs: list[int] | None) -> list[int]:
+        old = old if inputs is None else old[:, inputs]
+        return [int(np.argmin(np.abs(old - row).reshape(len(old), -1).sum(1))) for row in new]
+
+    stem = kept_rows(before[0], after[0], None)
+    block = kept_rows(before[1], after[1], stem)
+    assert stem == block
+    assert len(stem) == 8
+
+
+def test_seed_network_runs_at_the_new_sizes(models: dict[str, Path], tmp_path: Path) -> None:
+    result = prune(models["seed"], tmp_path, ratio=0.5)
+
+    assert shapes(result.output_path) == [(32, 3, 3, 3), (64, 32, 3, 3), (504, 64 * 36), (10, 504)]
+    assert outputs(result.output_path, image(4, 24)).shape == (4, 10)
+    assert result.metrics["parameters_after"] < result.metrics["parameters_before"] / 3
+    assert RECOVERY_WARNING in result.warnings
+
+
+def test_round_to_one_removes_exactly_the_ratio(models: dict[str, Path], tmp_path: Path) -> None:
+    result = prune(models["seed"], tmp_path, ratio=0.3, round_to=1)
+
+    assert shapes(result.output_path)[:3] == [(45, 3, 3, 3), (90, 45, 3, 3), (700, 90 * 36)]
+
+
+def test_l1_removes_the_near_zero_channels_and_keeps_outputs_close(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    mlp = Mlp().eval()
+    quiet = [1, 5, 6, 17, 30, 31, 40, 47]
+    with torch.no_grad():
+        mlp.f1.weight[quiet] *= 1e-4
+        mlp.f1.bias[quiet] = 0.0
+    source = export(mlp, torch.randn(2, 20), tmp_path / "mlp.onnx")
+    feeds = {"x": np.random.default_rng(0).standard_normal((16, 20), np.float32)}
+
+    result = prune(source, tmp_path / "out", ratio=8 / 48)  # f2's 24 round back to 24
+
+    survivors = [i for i in range(48) if i not in quiet]
+    np.testing.assert_array_equal(weights(result.output_path)[0], weights(source)[0][survivors])
+    np.testing.assert_allclose(
+        outputs(result.output_path, feeds), outputs(source, feeds), rtol=1e-3, atol=1e-3
+    )
+
+
+def test_ignoring_every_group_changes_nothing(models: dict[str, Path], tmp_path: Path) -> None:
+    source = models["cnn-dynamo"]
+    producers = _names(source)
+
+    result = prune(source, tmp_path, ratio=0.5, ignore_nodes=producers)
+
+    assert shapes(result.output_path) == shapes(source)
+    assert result.metrics["channels_removed"] == 0
+    assert result.metrics["parameters_after"] == result.metrics["parameters_before"]
+    np.testing.assert_array_equal(outputs(result.output_path, image(2)), outputs(source, image(2)))
+    assert any("No channel was removed" in w for w in result.warnings)
+
+
+def test_transformer_ffn_neurons_are_removed(models: dict[str, Path], tmp_path: Path) -> None:
+    source = models["encoder"]
+    ids = {"input_ids": np.random.default_rng(0).integers(0, 100, (3, 17)).astype(np.int64)}
+
+    result = prune(source, tmp_path, ratio=0.5)
+
+    got = shapes(result.output_path)
+    assert got.count((32, 32)) >= 4  # two layers: W1 [32, 64 -> 32] and W2 [64 -> 32, 32]
+    assert (32, 64) not in got and (64, 32) not in got
+    assert outputs(result.output_path, ids).shape == (3, 4)
+    # Attention projections (nn.MultiheadAttention folds heads into the batch axis), the FFN
+    # outputs (residual stream) and the head stay whole.
+    assert (result.metrics["groups_pruned"], result.metrics["groups_skipped"]) == (2, 7)
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_attention_heads_are_removed_whole(tmp_path: Path, dynamo: bool) -> None:
+    torch.manual_seed(0)
+    source = export(Bert().eval(), torch.randint(0, 100, (2, 12)), tmp_path / "b.onnx", dynamo)
+    ids = {"input_ids": np.random.default_rng(0).integers(0, 100, (3, 9)).astype(np.int64)}
+
+    result = prune(source, tmp_path / "out", ratio=0.5)
+
+    # q, k, v: 4 heads of 8 -> 2 heads (16 columns); o reads 16 rows; both layers alike.
+    assert shapes(result.output_path)[:4] == [(32, 16), (32, 16), (32, 16), (16, 32)]
+    assert shapes(result.output_path)[4:8] == [(32, 16), (32, 16), (32, 16), (16, 32)]
+    heads = [g for g in result.metrics["groups"] if g["channels_per_unit"] == 8]
+    assert [(g["channels_before"], g["channels_after"]) for g in heads] == [(4, 2), (4, 2)]
+    assert outputs(result.output_path, ids).shape == (3, 3)
+
+
+def test_global_scope_spreads_the_ratio_over_groups(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    result = prune(models["seed"], tmp_path, ratio=0.5, scope="global", round_to=1)
+
+    groups = result.metrics["groups"]
+    total = sum(g["channels_before"] for g in groups)
+    removed = sum(g["channels_before"] - g["channels_after"] for g in groups)
+    assert removed == total // 2
+    assert all(g["channels_after"] >= 1 for g in groups)
+    assert outputs(result.output_path, image(2, 24)).shape == (2, 10)
+
+
+def test_random_importance_is_seeded(models: dict[str, Path], tmp_path: Path) -> None:
+    first = prune(models["mlp"], tmp_path / "a", ratio=0.5, importance="random", seed=3)
+    again = prune(models["mlp"], tmp_path / "b", ratio=0.5, importance="random", seed=3)
+
+    for x, y in zip(weights(first.output_path), weights(again.output_path), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("fixture", ["mlp_onnx", "cnn_onnx", "transformer_onnx"])
+def test_shared_fixtures_prune_to_valid_models(
+    fixture: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    source = request.getfixturevalue(fixture)
+
+    result = prune(source, tmp_path, ratio=0.5)
+
+    assert result.metrics["parameters_after"] < result.metrics["parameters_before"]
+    assert result.metrics["max_abs_error_vs_masked_reference"] < 1e-4
+
+
+# ---------------------------------------------------------------- neuron
+
+
+def test_neuron_removes_exactly_the_dead_channels(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cnn = Cnn().eval()
+    dead_fc, dead_b = [3, 4, 20, 33], [0, 7, 8, 23]
+    biases = {name: getattr(cnn, name).bias for name in ("block", "a", "b", "dw", "pw", "fc")}
+    with torch.no_grad():
+        for name, bias in biases.items():
+            assert bias is not None
+            getattr(cnn, name).weight.abs_()  # on a relu's non-negative outputs: every unit lives
+            bias.copy_(bias.abs() + 0.1)
+        cnn.fc.weight[dead_fc] = 0.0
+        cnn.fc.bias[dead_fc] = -1.0  # relu(-1) = 0 on every input
+        cnn.b.weight[dead_b] = 0.0  # b feeds the depthwise conv, then a relu
+        biases["b"][dead_b] = 0.0
+        biases["dw"][8 + np.array(dead_b)] = -1.0
+    source = export(cnn, torch.randn(2, 3, 8, 8), tmp_path / "cnn.onnx")
+    data = tmp_path / "calibration.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((64, 3, 8, 8), np.float32))
+    config = PruneNeuronConfig(
+        op="prune", method="neuron", calibration_dataset_id="calib", calibration_samples=64
+    )
+
+    result = PruneNeuronPass().run(context(source, tmp_path / "out", {"calib": data}), config)
+
+    got = shapes(result.output_path)
+    assert got[3] == (20, 16, 3, 3) and got[4] == (28, 1, 3, 3)  # b: 24 -> 20, dw: 32 -> 28
+    assert got[6] == (36, 256)  # fc: 40 -> 36
+    assert result.metrics["channels_removed"] == 8
+    np.testing.assert_allclose(
+        outputs(result.output_path, image(8)), outputs(source, image(8)), rtol=1e-5, atol=1e-5
+    )
+    assert result.metrics["max_abs_error_vs_original"] < 1e-5
+    assert RECOVERY_WARNING not in result.warnings
+
+
+def test_neuron_reports_what_it_measured_on(models: dict[str, Path], tmp_path: Path) -> None:
+    data = tmp_path / "calibration.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((32, 20), np.float32))
+    config = PruneNeuronConfig(op="prune", method="neuron", calibration_dataset_id="calib")
+
+    result = PruneNeuronPass().run(context(models["mlp"], tmp_path, {"calib": data}), config)
+
+    assert result.metrics["calibration_samples"] == 32
+    assert result.metrics["threshold"] == 1e-6
+    assert any("calibration samples only" in w for w in result.warnings)
+
+
+def test_neuron_max_ratio_caps_the_removal(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    mlp = Mlp().eval()
+    with torch.no_grad():
+        mlp.f1.weight[:40] = 0.0
+        mlp.f1.bias[:40] = -1.0
+    source = export(mlp, torch.randn(2, 20), tmp_path / "mlp.onnx")
+    data = tmp_path / "calibration.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((32, 20), np.float32))
+    config = PruneNeuronConfig(
+        op="prune", method="neuron", calibration_dataset_id="calib", max_ratio=0.5
+    )
+
+    result = PruneNeuronPass().run(context(source, tmp_path / "out", {"calib": data}), config)
+
+    assert shapes(result.output_path)[0] == (24, 20)
+
+
+def test_neuron_threshold_is_relative_to_the_group_mean(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    mlp = Mlp().eval()
+    with torch.no_grad():
+        for layer in (mlp.f1, mlp.f2):
+            layer.weight.abs_()
+            layer.bias.fill_(0.1)
+        mlp.f1.weight[:6] *= 1e-3  # weak but alive: 1e-3 of their group's typical activity
+        mlp.f1.bias[:6] *= 1e-3
+    source = export(mlp, torch.randn(2, 20), tmp_path / "mlp.onnx")
+    data = tmp_path / "calibration.npz"
+    np.savez(data, x=np.abs(np.random.default_rng(1).standard_normal((32, 20), np.float32)))
+    tools = {"calib": data}
+
+    default = PruneNeuronPass().run(
+        context(source, tmp_path / "a", tools),
+        PruneNeuronConfig(op="prune", method="neuron", calibration_dataset_id="calib"),
+    )
+    loose = PruneNeuronPass().run(
+        context(source, tmp_path / "b", tools),
+        PruneNeuronConfig(
+            op="prune", method="neuron", calibration_dataset_id="calib", threshold=0.01
+        ),
+    )
+
+    assert shapes(default.output_path)[0] == (48, 20)
+    assert shapes(loose.output_path)[0] == (42, 20)
+    assert RECOVERY_WARNING in loose.warnings  # outputs moved, if only a little
+
+
+# ---------------------------------------------------------------- configs
+
+
+def test_configs_are_strict() -> None:
+    with pytest.raises(ValidationError):
+        PruneChannelConfig(op="prune", method="channel", ratio=0.5, sparsity=0.5)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        PruneChannelConfig(op="prune", method="channel", ratio=1.0)
+    with pytest.raises(ValidationError):
+        PruneNeuronConfig(op="prune", method="neuron")  # type: ignore[call-arg]
+    config = PruneChannelConfig(op="prune", method="channel", ratio=0.3)
+    assert (config.importance, config.round_to, config.scope) == ("l1", 8, "layer")
+    with pytest.raises(ValidationError):
+        config.ratio = 0.2  # type: ignore[misc]
+
+
+def test_every_config_field_is_documented() -> None:
+    for config in (PruneChannelConfig, PruneNeuronConfig):
+        schema = config.model_json_schema()
+        assert all(field.get("description") for field in schema["properties"].values())
+
+
+def _names(source: Path) -> list[str]:
+    """Names of the Conv/Gemm/MatMul nodes over a weight initializer."""
+    model = onnx.load(str(source))
+    inits = {t.name for t in model.graph.initializer}
+    return [
+        n.name
+        for n in model.graph.node
+        if n.op_type in ("Conv", "Gemm", "MatMul") and n.input[1] in inits
+    ]
