@@ -110,3 +110,28 @@ def test_export_onnx_to_torchscript(client: Any, cnn_onnx: Path) -> None:
     assert report["optimized"]["format"] == "torchscript"
     assert report["optimized"]["runtime"] == "torch"
     assert report["fidelity"]["outputs"]["output"]["max_abs_error"] < 1e-4
+
+
+def test_prune_channel_then_distill(client: Any, cnn_onnx: Path, tmp_path: Path) -> None:
+    images = np.random.default_rng(0).standard_normal((128, 3, 16, 16)).astype(np.float32)
+    data = _dataset(client, tmp_path, x=images)
+    steps = [
+        {"op": "prune", "method": "channel", "ratio": 0.5, "round_to": 1},
+        {"op": "distill", "dataset_id": data, "epochs": 2},
+    ]
+
+    report = _job(client, _model(client, cnn_onnx), steps)
+
+    assert report["optimized"]["parameters"] < report["baseline"]["parameters"]
+    assert report["steps"][0]["op"] == "prune.channel"
+
+
+def test_prune_neuron_on_calibration_data(client: Any, mlp_onnx: Path, tmp_path: Path) -> None:
+    inputs = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
+    cal = _dataset(client, tmp_path, input=inputs)
+    steps = [{"op": "prune", "method": "neuron", "calibration_dataset_id": cal}]
+
+    report = _job(client, _model(client, mlp_onnx), steps)
+
+    assert report["steps"][0]["op"] == "prune.neuron"
+    assert report["fidelity"]["outputs"]["output"]["max_abs_error"] < 1e-4
