@@ -180,3 +180,30 @@ def test_export_from_torchscript_to_pt2_is_refused_at_submit(client: Any, tmp_pa
     assert response.status_code == 422
     assert response.json()["code"] == "spec_invalid"
     assert response.json()["pointer"] == "/steps/0"
+
+
+class Mlp(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = torch.nn.Linear(20, 64), torch.nn.Linear(64, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+@pytest.mark.parametrize("kind", ["pt2", "torchscript"])
+def test_mlp_upload_quantizes_and_matches(client: Any, tmp_path: Path, kind: str) -> None:
+    torch.manual_seed(0)
+    module = Mlp().eval()
+    if kind == "pt2":
+        model = _upload(client, _save_pt2(module, torch.randn(2, 20), tmp_path / "mlp.pt2"))
+    else:
+        torch.jit.save(torch.jit.script(module), tmp_path / "mlp.pt")
+        model = _upload(client, tmp_path / "mlp.pt", "[[1, 20]]")
+
+    job = _job(client, model["id"], [{"op": "quantize"}])
+
+    assert model["format"] == kind and job["status"] == "succeeded", job["error"]
+    x = np.random.default_rng(3).standard_normal((8, 20)).astype(np.float32)
+    expected = module(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(_onnx(_download(client, job, tmp_path), x, "x"), expected, atol=0.05)
