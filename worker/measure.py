@@ -30,7 +30,9 @@ def compressed_size(path: Path) -> int:
     return total + len(comp.flush())
 
 
-def _parameters(loaded: runtimes.Loaded) -> tuple[int, int]:
+def _parameters(loaded: runtimes.Loaded) -> tuple[int | None, int | None]:
+    if loaded.format == "tvm":
+        return None, None  # weights are compiled into the library: not countable from it
     if loaded.format == "onnx":
         from worker.onnx_utils import load_checked, parameter_counts
 
@@ -49,7 +51,7 @@ def static_facts(loaded: runtimes.Loaded) -> dict[str, Any]:
         "compressed_size_bytes": compressed_size(loaded.path),
         "parameters": params,
         "nonzero_parameters": nonzero,
-        "sparsity": round(1 - nonzero / params, 6) if params else None,
+        "sparsity": round(1 - nonzero / params, 6) if params and nonzero is not None else None,
         "load_ms": round(loaded.load_ms, 3),
         "load_rss_bytes": loaded.rss_delta_bytes,
     }

@@ -26,7 +26,7 @@ from worker.report import (
 from worker.report_html import render_html
 from worker.tools import WorkerTools
 
-MODEL_EXTENSIONS = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2"}
+MODEL_EXTENSIONS = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2", "tvm": "so"}
 
 
 def _vocab(source: Path, fmt: str) -> dict[str, int]:
@@ -198,6 +198,9 @@ def run_pipeline(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
         final_path, final_fmt, steps = run_steps(job, list(job.spec.steps or []), scratch / "work")
     model_name = f"model.{MODEL_EXTENSIONS[final_fmt]}"
     shutil.copyfile(final_path, out / model_name)
+    if final_fmt == "tvm":  # the compiler step leaves a runner snippet beside the library
+        shutil.copyfile(final_path.parent / "run_tvm.py", out / "run_tvm.py")
+        artifacts.append({"name": "run_tvm.py", "kind": "snippet", "media_type": "text/x-python"})
     job.progress.emit(0.9, "measuring original vs optimized")
     measured = measure_job(job, out / model_name, final_fmt)
     report = _report(job, measured, steps, extra)

@@ -45,6 +45,8 @@ def load(path: Path, fmt: str, specs: list[dict[str, Any]], threads: int) -> Loa
             inputs,
             [o["name"] for o in outputs],
         )
+    if fmt == "tvm":
+        return _load_tvm(path, specs, before)
     from worker.torch_models import TorchRunner, load_program
 
     start = time.perf_counter()
@@ -52,6 +54,25 @@ def load(path: Path, fmt: str, specs: list[dict[str, Any]], threads: int) -> Loa
     runner = TorchRunner(module, specs, threads)
     load_ms = (time.perf_counter() - start) * 1000
     return Loaded(path, fmt, "torch", runner, load_ms, rss_bytes() - before, specs, [], program)
+
+
+def _load_tvm(path: Path, specs: list[dict[str, Any]], before: int) -> Loaded:
+    """A library compiled by the `export format: tvm` step, on the Relax virtual machine."""
+    import tvm
+    from tvm import relax
+
+    start = time.perf_counter()
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())
+    names = [s["name"] for s in specs]
+
+    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        out = vm["main"](
+            *[tvm.runtime.tensor(np.ascontiguousarray(feeds[n]), tvm.cpu()) for n in names]
+        )
+        return [o.numpy() for o in ([out] if hasattr(out, "numpy") else list(out))]
+
+    load_ms = (time.perf_counter() - start) * 1000
+    return Loaded(path, "tvm", "tvm", run, load_ms, rss_bytes() - before, specs, [])
 
 
 def _runner(session: Any, inputs: list[dict[str, Any]]) -> Any:

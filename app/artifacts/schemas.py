@@ -33,8 +33,11 @@ class ModelMeasurement(_Open):
     runtime: str = Field(description="`onnxruntime` or `torch`.")
     size_bytes: int
     compressed_size_bytes: int = Field(description="zlib level 6 of the file.")
-    parameters: int = Field(description="Weight elements (ONNX: every initializer).")
-    nonzero_parameters: int
+    parameters: int | None = Field(
+        description="Weight elements (ONNX: every non-integer-index initializer); null for a "
+        "compiled TVM library, whose weights are not countable from the file."
+    )
+    nonzero_parameters: int | None
     sparsity: float | None
     load_ms: float
     load_rss_bytes: int = Field(description="Resident memory added by loading, in-process.")

@@ -17,7 +17,7 @@ from pydantic import Field
 from app.core.errors import SpecInvalid
 from app.passes.base import ModelInfo, Pass, PassConfig, PassContext, PassResult
 
-ExportFormat = Literal["onnx", "torchscript", "pt2"]
+ExportFormat = Literal["onnx", "torchscript", "pt2", "tvm"]
 # (from, to) pairs this pass can do; everything else is refused at submit time.
 SUPPORTED = {
     ("pt2", "onnx"),
@@ -25,6 +25,13 @@ SUPPORTED = {
     ("pt2", "torchscript"),
     ("onnx", "onnx"),
     ("onnx", "torchscript"),
+    ("onnx", "tvm"),
+}
+EXTENSIONS = {
+    "onnx": "model.onnx",
+    "torchscript": "model.pt",
+    "pt2": "model.pt2",
+    "tvm": "model.so",
 }
 TORCHSCRIPT_MAX_OPSET = 20  # the TorchScript-based exporter's newest opset
 WHY_NOT = {
@@ -38,7 +45,10 @@ class ExportConfig(PassConfig):
     """Convert the model to another format."""
 
     op: Literal["export"] = Field(description="Format conversion.")
-    format: ExportFormat = Field(description="Target format: `onnx`, `torchscript` or `pt2`.")
+    format: ExportFormat = Field(
+        description="Target format: `onnx`, `torchscript`, `pt2`, or `tvm` (a library compiled for "
+        "this CPU with Apache TVM, where the `tvm` extra is installed)."
+    )
     opset: int = Field(
         18, ge=13, le=23, description="ONNX opset of the result (ONNX targets only)."
     )
@@ -68,10 +78,7 @@ class ExportPass(Pass[ExportConfig]):
 
     def run(self, ctx: PassContext, config: ExportConfig) -> PassResult:
         pair = (ctx.input_format, config.format)
-        out = (
-            ctx.work_dir
-            / {"onnx": "model.onnx", "torchscript": "model.pt", "pt2": "model.pt2"}[config.format]
-        )
+        out = ctx.work_dir / EXTENSIONS[config.format]
         warnings: list[str] = []
         if pair == ("pt2", "onnx"):
             metrics = _pt2_to_onnx(ctx, out, config.opset)
@@ -83,6 +90,12 @@ class ExportPass(Pass[ExportConfig]):
             )
         elif pair == ("pt2", "torchscript"):
             metrics = _pt2_to_torchscript(ctx, out)
+        elif pair == ("onnx", "tvm"):
+            metrics = _onnx_to_tvm(ctx, out)
+            warnings.append(
+                "The TVM library is compiled for this machine's CPU (target llvm): run it where "
+                "the same TVM version and a compatible CPU are; see the runner snippet artifact."
+            )
         elif pair == ("onnx", "torchscript"):
             metrics = _onnx_to_torchscript(ctx, out)
             warnings.append(
@@ -157,6 +170,39 @@ def _onnx_to_torchscript(ctx: PassContext, out: Path) -> dict[str, Any]:
         traced = torch.jit.trace(module, _example_args(ctx), check_trace=False)
     torch.jit.save(traced, str(out))
     return {"exporter": "OnnxModule + torch.jit.trace"}
+
+
+def _onnx_to_tvm(ctx: PassContext, out: Path) -> dict[str, Any]:
+    import onnx
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    # Symbolic dims (the batch) stay symbolic: one library serves every batch size.
+    module = from_onnx(onnx.load(str(ctx.input_path)), keep_params_in_input=False)
+    module = relax.transform.DecomposeOpsForInference()(module)
+    module = relax.transform.LegalizeOps()(module)
+    tvm.compile(module, target="llvm").export_library(str(out))
+    names = [s["name"] for s in ctx.inputs]
+    (ctx.work_dir / "run_tvm.py").write_text(TVM_RUNNER.replace("INPUT_NAMES", repr(names)))
+    return {"compiler": f"Apache TVM {tvm.__version__} Relax", "target": "llvm"}
+
+
+TVM_RUNNER = '''"""Run the TVM library ModelPress compiled: python run_tvm.py model.so inputs.npz"""
+import sys
+
+import numpy as np
+import tvm
+from tvm import relax
+
+library, data = sys.argv[1], np.load(sys.argv[2], allow_pickle=False)
+vm = relax.VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
+args = [tvm.runtime.tensor(data[name], tvm.cpu()) for name in INPUT_NAMES]
+out = vm["main"](*args)
+outs = [out] if hasattr(out, "numpy") else list(out)
+for o in outs:
+    print(o.numpy())
+'''
 
 
 def _onnx_opset(ctx: PassContext, out: Path, opset: int) -> dict[str, Any]:

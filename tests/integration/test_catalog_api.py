@@ -135,3 +135,16 @@ def test_prune_neuron_on_calibration_data(client: Any, mlp_onnx: Path, tmp_path:
 
     assert report["steps"][0]["op"] == "prune.neuron"
     assert report["fidelity"]["outputs"]["output"]["max_abs_error"] < 1e-4
+
+
+def test_export_to_tvm_compiles_a_library_that_matches(
+    client: Any, cnn_onnx: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("tvm", reason="the optional `tvm` extra (apache-tvm) is not installed")
+
+    report = _job(client, _model(client, cnn_onnx), [{"op": "export", "format": "tvm"}])
+
+    assert report["optimized"]["format"] == "tvm"
+    assert report["optimized"]["runtime"] == "tvm"
+    assert report["fidelity"]["outputs"]["output"]["max_abs_error"] < 1e-4
+    assert report["steps"][0]["metrics"]["validation"]["batch_sizes"] == [1, 3]
