@@ -180,6 +180,32 @@ def upload_memory(client: httpx.Client, pid: int, tmp: Path, mb: int = 512) -> d
     }
 
 
+def seed_network(client: httpx.Client, tmp: Path) -> list[dict[str, Any]]:
+    """The classic example network (examples/seed_network.py) through four jobs."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("seed", ROOT / "examples" / "seed_network.py")
+    assert spec and spec.loader
+    seed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seed)
+    x_train, y_train, x_test, y_test = seed.digits()
+    model = seed.train(x_train, y_train)
+    dims = {"x": {0: torch.export.Dim("batch", max=4096)}}
+    program = torch.export.export(model, (torch.from_numpy(x_train[:2]),), dynamic_shapes=dims)
+    torch.export.save(program, tmp / "seed.pt2")
+    np.savez(tmp / "train.npz", x=x_train, labels=y_train)
+    np.savez(tmp / "test.npz", x=x_test, labels=y_test)
+    from app.client import Client
+
+    api = Client(str(client.base_url))
+    model_id = api.wait_model(api.upload("/v1/models", tmp / "seed.pt2")["id"])["id"]
+    train_id = api.upload("/v1/datasets", tmp / "train.npz")["id"]
+    test_id = api.upload("/v1/datasets", tmp / "test.npz")["id"]
+    return seed.run(api, model_id, train_id, test_id)
+
+
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="modelpress-bench-"))
     model = build_transformer(tmp / "encoder.onnx")
@@ -190,30 +216,129 @@ def main() -> None:
         ort_default = direct_script(model, tmp / "pt.onnx", per_channel=False)
         reads = api_reads(client, service["job"]["id"])
         memory = upload_memory(client, proc.pid, tmp)
+        seed_rows = seed_network(client, tmp)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
-    print(
-        json.dumps(
-            {
-                "model_bytes": model.stat().st_size,
-                "service": {
-                    "wall_s": service["wall_s"],
-                    "steps": service["report"]["steps"][0]["wall_s"],
-                    "report": {
-                        k: service["report"][k]
-                        for k in ("baseline", "optimized", "comparison", "fidelity", "environment")
-                    },
-                },
-                "script_same_work": ours_direct,
-                "ort_default_per_tensor": ort_default,
-                "api_reads_ms": reads,
-                "upload_memory": memory,
-            },
-            indent=1,
-            default=str,
+    keys = ("baseline", "optimized", "comparison", "fidelity", "environment", "steps")
+    results = {
+        "model_bytes": model.stat().st_size,
+        "service": {"wall_s": service["wall_s"], "report": {k: service["report"][k] for k in keys}},
+        "script_same_work": ours_direct,
+        "ort_default_per_tensor": ort_default,
+        "api_reads_ms": reads,
+        "upload_memory": memory,
+        "seed_network": seed_rows,
+    }
+    (ROOT / "BENCHMARKS.md").write_text(render(results))
+    print(json.dumps(results, indent=1, default=str))
+
+
+def _p50(facts: dict[str, Any], batch: int) -> float:
+    return float(facts["latency_ms"][str(batch)]["p50"])
+
+
+def render(r: dict[str, Any]) -> str:
+    """BENCHMARKS.md from one run's results (every figure in it comes from this run)."""
+    rep = r["service"]["report"]
+    env, base, opt = rep["environment"], rep["baseline"], rep["optimized"]
+    fid = next(iter(rep["fidelity"]["outputs"].values()))
+    libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items())
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` (`scripts/bench.py`) in one run on this machine kind: "
+        f"{env['cpu_model']}, {env['cores']} cores (flags {', '.join(env['cpu_flags'])}); {libs}. "
+        "Latencies are medians (p50) of interleaved runs; every ratio compares numbers from the "
+        "same run. Rerun the command to refresh every figure here.",
+        "",
+        f"## Dynamic int8 on a {r['model_bytes'] / 1e6:.0f} MB transformer encoder (ONNX)",
+        "",
+        "A 4-layer encoder with a 30522 x 256 embedding (random weights), batch x 128 tokens, "
+        "quantized by a ModelPress job with default settings, through the API (embedded mode).",
+        "",
+        "| | original | ModelPress int8 | ratio |",
+        "| --- | --- | --- | --- |",
+        f"| size (MB) | {base['size_bytes'] / 1e6:.1f} | {opt['size_bytes'] / 1e6:.1f} | "
+        f"{opt['size_bytes'] / base['size_bytes']:.2f}x |",
+    ]
+    for b in BATCHES:
+        lines.append(
+            f"| p50 latency, batch {b} (ms) | {_p50(base, b):.2f} | {_p50(opt, b):.2f} | "
+            f"{_p50(base, b) / _p50(opt, b):.2f}x faster |"
         )
-    )
+    noise = rep["comparison"].get("noise") or {}
+    lines += [
+        "| noise control: p50 of a second copy of the original / the original | | | "
+        + ", ".join(f"batch {b}: {v:.2f}" for b, v in noise.items())
+        + " |",
+        f"| fidelity: cosine min / mean, max abs error | | {fid['cosine_min']:.6f} / "
+        f"{fid['cosine_mean']:.6f}, {fid['max_abs_error']:.4f} | |",
+        "",
+        "The same work as a hand-written script in a fresh process (quantize_dynamic, load both, "
+        "time both interleaved, compare outputs), with ONNX Runtime's per-channel and its default "
+        "(per-tensor) settings:",
+        "",
+        "| | wall time (s) | int8 size (MB) | p50 fp32 / int8, batch 1 (ms) | batch 32 (ms) "
+        "| cosine min |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| ModelPress job (submit to finish) | {r['service']['wall_s']:.1f} | "
+        f"{opt['size_bytes'] / 1e6:.1f} | {_p50(base, 1):.2f} / {_p50(opt, 1):.2f} | "
+        f"{_p50(base, 32):.1f} / {_p50(opt, 32):.1f} | {fid['cosine_min']:.6f} |",
+    ]
+    for name, d in (
+        ("script, per-channel", r["script_same_work"]),
+        ("script, ORT defaults", r["ort_default_per_tensor"]),
+    ):
+        l1, l32 = d["latency"]["1"], d["latency"]["32"]
+        lines.append(
+            f"| {name} | {d['wall_s']:.1f} | {d['size'] / 1e6:.1f} | {l1['fp32']['p50']:.2f} / "
+            f"{l1['int8']['p50']:.2f} | {l32['fp32']['p50']:.1f} / {l32['int8']['p50']:.1f} | "
+            f"{d['fidelity']['cosine_min']:.6f} |"
+        )
+    lines += [
+        "",
+        "The job's wall time includes what the script does not do: a sandboxed child process, a "
+        "noise-control copy, a separate peak-memory probe per model, fidelity at two input shapes, "
+        "the report and the manifest. On random weights per-channel and per-tensor int8 are "
+        "equally faithful; FIELD-NOTES.md measured the gap (0.961 vs 0.843 worst cosine) on real "
+        "MiniLM weights, which is why per-channel is the default.",
+        "",
+        "## The classic example network (`examples/seed_network.py`)",
+        "",
+        "conv 3->64, conv 64->128 (ReLU + 2x2 max-pool each), fc 4608->1000, fc 1000->10 on "
+        "3x24x24 inputs, trained 4 epochs on scikit-learn's digits (upscaled), uploaded as a "
+        "torch.export `.pt2`; one job per row, accuracy on 360 held-out digits. The original runs "
+        "in torch and every result in ONNX Runtime, so the `export to ONNX` row is the runtime's "
+        "own share of each speed-up.",
+        "",
+        "| job | params | non-zero | size MB | zipped MB | speedup b1 | speedup b32 | accuracy |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in r["seed_network"]:
+        if "error" in row:
+            lines.append(f"| {row['job']} | failed: {row['error']} | | | | | | |")
+            continue
+        lines.append(
+            f"| {row['job']} | {row['params']} | {row['nonzero']} | {row['size_MB']} | "
+            f"{row['zipped_MB']} | {row['speedup_b1']:.2f}x | {row['speedup_b32']:.2f}x | "
+            f"{row['accuracy']} |"
+        )
+    reads, mem = r["api_reads_ms"], r["upload_memory"]
+    lines += [
+        "",
+        "## The service itself",
+        "",
+        f"- API reads (`GET /v1/jobs/{{id}}` and `GET /v1/jobs?limit=20` alternating, {reads['n']} "
+        f"sequential requests, embedded SQLite): p50 {reads['p50']:.1f} ms, p99 "
+        f"{reads['p99']:.1f} ms.",
+        f"- Streaming upload: a {mem['upload_mb']} MB upload (read whole, then refused as unknown "
+        f"bytes: {mem['status']}) left the API process at a peak resident set of "
+        f"{mem['peak_mb']:.0f} MB ({mem['rss_before_mb']:.0f} MB before): the file goes to disk, "
+        "not to memory.",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
