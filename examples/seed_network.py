@@ -24,7 +24,7 @@ import torch
 from sklearn.datasets import load_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from app.client import Client  # noqa: E402
+from app.client import Client
 
 
 class SeedNet(torch.nn.Module):
@@ -101,7 +101,8 @@ def summary(name: str, report: dict[str, Any]) -> dict[str, Any]:
         "params": f"{base['parameters']} -> {opt['parameters']}",
         "nonzero": f"{base['nonzero_parameters']} -> {opt['nonzero_parameters']}",
         "size_MB": f"{base['size_bytes'] / 1e6:.2f} -> {opt['size_bytes'] / 1e6:.2f}",
-        "zipped_MB": f"{base['compressed_size_bytes'] / 1e6:.2f} -> {opt['compressed_size_bytes'] / 1e6:.2f}",
+        "zipped_MB": f"{base['compressed_size_bytes'] / 1e6:.2f} -> "
+        f"{opt['compressed_size_bytes'] / 1e6:.2f}",
         "speedup_b1": report["comparison"]["speedup"].get("1"),
         "speedup_b32": report["comparison"]["speedup"].get("32"),
         "accuracy": f"{report['accuracy']['baseline']:.4f} -> {report['accuracy']['optimized']:.4f}",

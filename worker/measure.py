@@ -4,12 +4,12 @@ result in ONNX Runtime). Every number here comes from a run; what cannot be run 
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from app.core.storage import compressed_size
 from app.jobs.schemas import JobCreate
 from worker import runtimes
 from worker.benchmark import compare_outputs, measure_latency
@@ -19,15 +19,6 @@ FIDELITY_SAMPLES = 32
 MAX_EVAL_SAMPLES = 10_000
 EVAL_BATCH = 64
 LABELS = ("baseline", "optimized")
-
-
-def compressed_size(path: Path) -> int:
-    """Bytes after zlib level 6: what zeros and int8 buy on the wire and in storage."""
-    comp, total = zlib.compressobj(6), 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            total += len(comp.compress(chunk))
-    return total + len(comp.flush())
 
 
 def _parameters(loaded: runtimes.Loaded) -> tuple[int | None, int | None]:

@@ -12,7 +12,6 @@ so latency does not change; only the compressed size shrinks (zlib, since zeros 
 
 from __future__ import annotations
 
-import zlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from app.core.errors import JobFailure
+from app.core.storage import compressed_size
 from app.passes.base import Pass, PassConfig, PassContext, PassResult
 
 PrunableOp = Literal["Conv", "Gemm", "MatMul"]
@@ -125,15 +125,6 @@ def _prune(arrays: dict[str, np.ndarray], sparsity: float, scope: str) -> dict[s
     return {
         k: np.where(masks[k].reshape(a.shape), np.zeros((), a.dtype), a) for k, a in arrays.items()
     }
-
-
-def _compressed_size(path: Path) -> int:
-    """Bytes of the file compressed by zlib at level 6, streamed (models can be 2 GB)."""
-    compressor, size = zlib.compressobj(6), 0
-    with path.open("rb") as stream:
-        while chunk := stream.read(1 << 24):
-            size += len(compressor.compress(chunk))
-    return size + len(compressor.flush())
 
 
 def _counts(model: Any) -> tuple[int, int]:
@@ -249,8 +240,8 @@ class PruneMagnitudePass(Pass[PruneMagnitudeConfig]):
             "min_cosine_vs_input": cosine,
             "size_bytes_before": ctx.input_path.stat().st_size,
             "size_bytes_after": out.stat().st_size,
-            "compressed_bytes_before": _compressed_size(ctx.input_path),
-            "compressed_bytes_after": _compressed_size(out),
+            "compressed_bytes_before": compressed_size(ctx.input_path),
+            "compressed_bytes_after": compressed_size(out),
         }
         return PassResult(out, "onnx", metrics, _notes(config, layers))
 
