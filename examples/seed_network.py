@@ -94,7 +94,7 @@ def run(client: Client, model_id: str, train_id: str, test_id: str) -> list[dict
 
 
 def summary(name: str, report: dict[str, Any]) -> dict[str, Any]:
-    base, opt = report["baseline"], report["optimized"]
+    base, opt, accuracy = report["baseline"], report["optimized"], report["accuracy"]
     return {
         "job": name,
         "format": opt["format"],
@@ -105,7 +105,7 @@ def summary(name: str, report: dict[str, Any]) -> dict[str, Any]:
         f"{opt['compressed_size_bytes'] / 1e6:.2f}",
         "speedup_b1": report["comparison"]["speedup"].get("1"),
         "speedup_b32": report["comparison"]["speedup"].get("32"),
-        "accuracy": f"{report['accuracy']['baseline']:.4f} -> {report['accuracy']['optimized']:.4f}",
+        "accuracy": f"{accuracy['baseline']:.4f} -> {accuracy['optimized']:.4f}",
         "steps": [(s["op"], s["wall_s"]) for s in report["steps"]],
     }
 
