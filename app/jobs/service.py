@@ -13,7 +13,6 @@ from app.core.queue import RUN_JOB, publish_after_commit
 from app.datasets import repository as datasets
 from app.db.base import utcnow
 from app.db.orm import Artifact, Job, JobStatus, MlModel, ModelStatus
-from app.db.orm.job import TERMINAL
 from app.jobs import repository
 from app.jobs.schemas import ArtifactRead, JobCreate, JobRead, dataset_refs
 from app.ml_models import repository as models
@@ -142,7 +141,3 @@ def to_read(job: Job, artifacts: list[Artifact]) -> JobRead:
         finished_at=job.finished_at,
         updated_at=job.updated_at,
     )
-
-
-def is_terminal(job: Job) -> bool:
-    return job.status in TERMINAL

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -100,10 +99,6 @@ def get_model_or_raise(session: Session, tenant_id: str, model_id: str) -> MlMod
     if model is None:
         raise NotFound(f"No model {model_id}.")
     return model
-
-
-def model_file(session: Session, storage: Storage, tenant_id: str, model_id: str) -> Path:
-    return storage.path_of(get_model_or_raise(session, tenant_id, model_id).storage_key)
 
 
 def delete_model(*, session: Session, storage: Storage, tenant_id: str, model_id: str) -> None:

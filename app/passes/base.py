@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
@@ -87,7 +88,7 @@ class PassResult:
     warnings: list[str] = field(default_factory=list)
 
 
-class Pass(Generic[ConfigT]):
+class Pass(ABC, Generic[ConfigT]):
     """One optimization technique; `run` imports torch/onnx/onnxruntime lazily, in the sandbox."""
 
     name: ClassVar[str]
@@ -115,6 +116,6 @@ class Pass(Generic[ConfigT]):
                 pointer=pointer,
             )
 
+    @abstractmethod
     def run(self, ctx: PassContext, config: ConfigT) -> PassResult:
         """Apply the technique to `ctx.input_path`, writing under `ctx.work_dir`."""
-        raise NotImplementedError  # abstract: every registered pass overrides it

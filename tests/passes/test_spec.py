@@ -79,6 +79,9 @@ def test_registry_refuses_a_different_pass_under_a_taken_name() -> None:
         config_cls = OptimizeConfig
         input_formats = ("onnx",)
 
+        def run(self, ctx: Any, config: OptimizeConfig) -> Any:
+            raise AssertionError("never run")
+
     registry = build_registry()
 
     with pytest.raises(ValueError, match="duplicate"):
