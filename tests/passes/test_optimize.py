@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from app.passes.base import PassContext, PassResult
 from app.passes.optimize import LEVEL_WARNING, OptimizeConfig, OptimizePass
@@ -137,3 +138,78 @@ def test_output_passes_the_sandbox_model_checks(
     model = load_checked(result.output_path)
 
     assert len(model.graph.node) == result.metrics["nodes_after"]
+
+
+class _BertBlock(torch.nn.Module):
+    """Eager (non-SDPA) attention, exported with the TorchScript exporter: the pattern ONNX
+    Runtime's transformer optimizer fuses (FIELD-NOTES.md)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.ln = torch.nn.Embedding(1000, 64), torch.nn.LayerNorm(64)
+        self.q, self.k, self.v, self.o = (torch.nn.Linear(64, 64) for _ in range(4))
+        self.ln2, self.ln3 = torch.nn.LayerNorm(64), torch.nn.LayerNorm(64)
+        self.f1, self.f2 = torch.nn.Linear(64, 256), torch.nn.Linear(256, 64)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        h = self.ln(self.emb(input_ids))
+        b, n, _ = h.shape
+        q, k, v = (p(h).view(b, n, 4, 16).transpose(1, 2) for p in (self.q, self.k, self.v))
+        a = torch.softmax(q @ k.transpose(-1, -2) / 4.0, -1) @ v
+        h = self.ln2(h + self.o(a.transpose(1, 2).reshape(b, n, 64)))
+        return self.ln3(h + self.f2(torch.nn.functional.gelu(self.f1(h))))
+
+
+def test_transformer_fusions_fuse_attention_and_keep_outputs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "bert.onnx"
+    torch.onnx.export(
+        _BertBlock().eval(),
+        (torch.randint(0, 1000, (2, 8)),),
+        str(path),
+        dynamo=False,
+        input_names=["input_ids"],
+        dynamic_axes={"input_ids": {0: "b", 1: "s"}},
+        opset_version=17,
+    )
+    specs = onnx_input_specs(path)
+    work = tmp_path / "work"
+    work.mkdir()
+    ctx = PassContext(
+        input_path=path,
+        input_format="onnx",
+        work_dir=work,
+        step_index=0,
+        threads=2,
+        tools=WorkerTools(specs, {"input_ids": 1000}, {"input_ids": [1, 8]}, 2),
+        inputs=specs,
+    )
+
+    result = OptimizePass().run(
+        ctx, OptimizeConfig(op="optimize", transformer_fusions=True, num_heads=4, hidden_size=64)
+    )
+
+    assert result.metrics["fused_operators"].get("Attention") == 1
+    assert result.metrics["nodes_after"] < result.metrics["nodes_before"] // 2
+    assert max(result.metrics["validation"]["max_abs_error"].values()) < 1e-4
+    ids = np.random.default_rng(0).integers(0, 1000, (3, 11), dtype=np.int64)
+    original = ort.InferenceSession(str(path)).run(None, {"input_ids": ids})[0]
+    fused = ort.InferenceSession(str(result.output_path)).run(None, {"input_ids": ids})[0]
+    np.testing.assert_allclose(fused, original, atol=1e-4)
+
+
+def test_transformer_fusions_say_when_nothing_matched(mlp_onnx: Path, tmp_path: Path) -> None:
+    specs = onnx_input_specs(mlp_onnx)
+    ctx = PassContext(
+        input_path=mlp_onnx,
+        input_format="onnx",
+        work_dir=tmp_path,
+        step_index=0,
+        threads=2,
+        tools=WorkerTools(specs, {}, None, 2),
+        inputs=specs,
+    )
+
+    result = OptimizePass().run(ctx, OptimizeConfig(op="optimize", transformer_fusions=True))
+
+    assert any("fused nothing" in w for w in result.warnings)
