@@ -49,10 +49,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
             die_with_parent(args.parent_pid, signal.SIGTERM)
         run_embedded_worker(settings)
         return 0
-    from app.core.queue import CPU_QUEUE
+    from app.core.queue import job_queue
     from worker.celery_app import celery_app
 
-    argv = ["worker", "-Q", CPU_QUEUE, "-O", "fair", "--loglevel", "INFO"]
+    argv = ["worker", "-Q", job_queue(args.device), "-O", "fair", "--loglevel", "INFO"]
     argv += ["--concurrency", str(args.concurrency)]
     celery_app.worker_main(argv)
     return 0
@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="Celery worker (with a broker) or the embedded worker")
     p.add_argument("--embedded", action="store_true", help="poll the database, no broker")
     p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the queue to serve")
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
     p = sub.add_parser("scheduler", help="housekeeping: reaper and re-dispatch")

@@ -76,6 +76,7 @@ def _stage_inputs(job: Job, scratch: Path, storage: Storage, session: Any) -> di
     request: dict[str, Any] = {
         "kind": "run",
         "job_id": job.id,
+        "device": (job.spec or {}).get("device", "cpu"),
         "spec": job.spec,
         "model": {
             "path": rel,

@@ -38,6 +38,7 @@ def static_facts(loaded: runtimes.Loaded) -> dict[str, Any]:
     return {
         "format": loaded.format,
         "runtime": loaded.runtime,
+        "provider": loaded.provider,
         "size_bytes": loaded.path.stat().st_size,
         "compressed_size_bytes": compressed_size(loaded.path),
         "parameters": params,

@@ -42,7 +42,11 @@ def main(raw: str) -> None:
 
     request = json.loads(raw)
     loaded = runtimes.load(
-        Path(request["path"]), request["format"], request["specs"], request["threads"]
+        Path(request["path"]),
+        request["format"],
+        request["specs"],
+        request["threads"],
+        request.get("device", "cpu"),
     )
     feeds = synthesize_from_specs(
         request["specs"], request["batch"], request.get("shapes"), 0, request.get("vocab") or {}

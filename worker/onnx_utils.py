@@ -75,8 +75,17 @@ def opset_of(model: Any) -> int | None:
     return None
 
 
-def make_session(path: Path, threads: int) -> tuple[Any, float]:
-    """An ONNX Runtime CPU session with fixed threads; returns it and its load time in ms."""
+def providers_for(device: str) -> list[str]:
+    """ONNX Runtime providers for a device: CUDA first where this onnxruntime has it."""
+    import onnxruntime as ort
+
+    if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(path: Path, threads: int, device: str = "cpu") -> tuple[Any, float]:
+    """An ONNX Runtime session with fixed threads; returns it and its load time in ms."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -85,7 +94,7 @@ def make_session(path: Path, threads: int) -> tuple[Any, float]:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     start = time.perf_counter()
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=providers_for(device))
     return session, (time.perf_counter() - start) * 1000
 
 

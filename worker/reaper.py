@@ -8,9 +8,9 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from app.core.config import Settings
-from app.core.queue import INSPECT_MODEL, RUN_JOB, publish_after_commit
+from app.core.queue import INSPECT_MODEL, RUN_JOB, job_queue, publish_after_commit
 from app.db.base import utcnow
-from app.db.orm import JobStatus, MlModel
+from app.db.orm import Job, JobStatus, MlModel
 from app.db.session import session_scope
 from app.jobs import repository as jobs
 from app.ml_models import repository as models
@@ -52,7 +52,7 @@ def reap_expired(settings: Settings) -> int:
             if jobs.transition(session, job.id, {JobStatus.running}, values, attempt=job.attempt):
                 count += 1
                 if values["status"] == JobStatus.queued:
-                    publish_after_commit(session, RUN_JOB, job.id)
+                    publish_after_commit(session, RUN_JOB, job.id, _queue(job))
                 log.warning("reaped job", extra={"job_id": job.id, "to": str(values["status"])})
     return count
 
@@ -62,10 +62,10 @@ def redispatch(settings: Settings, everything: bool = False) -> int:
     `everything` re-publishes every queued job (at worker start)."""
     cutoff = utcnow() - timedelta(seconds=0 if everything else settings.redispatch_after_seconds)
     with session_scope() as session:
-        ids = jobs.queued_ids(session, cutoff)
-        for job_id in ids:
-            jobs.transition(session, job_id, {JobStatus.queued}, {"dispatched_at": utcnow()})
-            publish_after_commit(session, RUN_JOB, job_id)
+        queued = jobs.queued(session, cutoff)
+        for job in queued:
+            jobs.transition(session, job.id, {JobStatus.queued}, {"dispatched_at": utcnow()})
+            publish_after_commit(session, RUN_JOB, job.id, _queue(job))
         stale = utcnow() - timedelta(seconds=settings.inspect_wall_seconds + 30)
         model_ids = models.validating_ids(session, stale)
         for model_id in model_ids:
@@ -73,7 +73,11 @@ def redispatch(settings: Settings, everything: bool = False) -> int:
                 update(MlModel).where(MlModel.id == model_id).values(updated_at=utcnow())
             )
             publish_after_commit(session, INSPECT_MODEL, model_id)
-    return len(ids) + len(model_ids)
+    return len(queued) + len(model_ids)
+
+
+def _queue(job: Job) -> str:
+    return job_queue(str((job.spec or {}).get("device", "cpu")))
 
 
 def tick(settings: Settings) -> None:

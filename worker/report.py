@@ -44,8 +44,24 @@ def _memory_bytes() -> int | None:
     return None
 
 
-def environment(threads: int) -> dict[str, Any]:
-    """Where the numbers were measured: CPU, threads, memory, library versions."""
+def _gpu() -> dict[str, Any]:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"gpu": None}
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "gpu": props.name,
+        "gpu_memory_bytes": props.total_memory,
+        "cuda_runtime": torch.version.cuda,
+        "gpu_capability": f"{props.major}.{props.minor}",
+    }
+
+
+def environment(
+    threads: int, device: str = "cpu", providers: list[str] | None = None
+) -> dict[str, Any]:
+    """Where the numbers were measured: CPU, GPU when used, threads, memory, libraries."""
     model, flags = _cpuinfo()
     libraries = {}
     for name in LIBRARIES:
@@ -54,8 +70,9 @@ def environment(threads: int) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             continue
     return {
-        "device": "cpu",
-        "execution_provider": "CPUExecutionProvider",
+        "device": device,
+        **(_gpu() if device == "cuda" else {}),
+        "execution_provider": providers or ["CPUExecutionProvider"],
         "cpu_model": model,
         "cpu_flags": flags,
         "cores": os.cpu_count(),

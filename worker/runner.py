@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.core.errors import JobFailure
 from app.jobs.schemas import JobCreate
 from app.passes.base import PassContext
 from app.passes.registry import REGISTRY
@@ -54,8 +55,18 @@ class JobRun:
     progress: Progress
 
 
+def _check_device(device: str) -> None:
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise JobFailure("device_unavailable", "The job asks for CUDA; this worker has no GPU.")
+
+
 def prepare(scratch: Path, request: dict[str, Any]) -> JobRun:
     spec = JobCreate.model_validate(request["spec"])
+    _check_device(spec.device)
     source, fmt = scratch / request["model"]["path"], request["model"]["format"]
     datasets = {k: scratch / v for k, v in request.get("datasets", {}).items()}
     tools = WorkerTools(
@@ -131,7 +142,10 @@ def measure_job(job: JobRun, final: Path, final_fmt: str, full: bool = True) -> 
     notes: list[str] = []
     fmts = {"baseline": job.fmt, "optimized": final_fmt}
     paths = {"baseline": source, "optimized": final}
-    loaded = {k: runtimes.load(paths[k], fmts[k], tools.specs, tools.threads) for k in paths}
+    device = spec.device
+    loaded = {
+        k: runtimes.load(paths[k], fmts[k], tools.specs, tools.threads, device) for k in paths
+    }
     vocab = dict(tools.vocab)
     if fmts["optimized"] == "onnx":
         vocab = {**onnx_vocab(final), **vocab}
@@ -139,7 +153,7 @@ def measure_job(job: JobRun, final: Path, final_fmt: str, full: bool = True) -> 
     sizes = measure.batch_sizes(pair, spec, notes)
     control = None
     if spec.benchmark.noise_control and source.stat().st_size <= CONTROL_MAX_BYTES:
-        control = runtimes.load(source, fmts["baseline"], tools.specs, tools.threads)
+        control = runtimes.load(source, fmts["baseline"], tools.specs, tools.threads, device)
     elif spec.benchmark.noise_control:
         notes.append("No noise control: the original is too large to load twice.")
     lat = measure.latency(pair, spec, sizes, control)
@@ -151,6 +165,11 @@ def measure_job(job: JobRun, final: Path, final_fmt: str, full: bool = True) -> 
         facts[label]["memory"] = _memory(spec, loaded[label], tools, vocab, max(sizes))
     outputs = [o["name"] for o in request["model"].get("outputs") or []]
     fidelity, accuracy = measure.fidelity_and_accuracy(pair, spec, datasets, outputs)
+    if device == "cuda" and any(x.provider in ("CPUExecutionProvider",) for x in loaded.values()):
+        notes.append(
+            "This worker's ONNX Runtime has no CUDA provider: the ONNX model(s) were measured on "
+            "the CPU (install onnxruntime-gpu on CUDA workers)."
+        )
     if fmts["baseline"] != fmts["optimized"]:
         notes.append(
             f"The original ran in {loaded['baseline'].runtime} ({fmts['baseline']}), the result "
@@ -175,6 +194,7 @@ def _memory(
         "shapes": spec.benchmark.input_shapes,
         "vocab": vocab,
         "threads": tools.threads,
+        "device": spec.device,
     }
     peak = memprobe.probe(loaded.path, loaded.format, tools.specs, feeds)
     return {
@@ -234,7 +254,11 @@ def _report(
         "comparison": comp,
         "fidelity": measured["fidelity"],
         "steps": steps,
-        "environment": environment(threads),
+        "environment": environment(
+            threads,
+            job.spec.device,
+            sorted({measured[k]["provider"] for k in ("baseline", "optimized")}),
+        ),
         "benchmark": {
             **job.spec.benchmark.model_dump(mode="json"),
             "threads": threads,

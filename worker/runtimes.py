@@ -25,15 +25,18 @@ class Loaded:
     inputs: list[dict[str, Any]]
     outputs: list[str]
     program: Any = None
+    provider: str = "cpu"
 
 
-def load(path: Path, fmt: str, specs: list[dict[str, Any]], threads: int) -> Loaded:
-    """Load `path` in its runtime; `specs` give the input order for torch programs."""
+def load(
+    path: Path, fmt: str, specs: list[dict[str, Any]], threads: int, device: str = "cpu"
+) -> Loaded:
+    """Load `path` in its runtime on `device`; `specs` give the input order for torch."""
     before = rss_bytes()
     if fmt == "onnx":
         from worker.onnx_utils import make_session, signature
 
-        session, load_ms = make_session(path, threads)
+        session, load_ms = make_session(path, threads, device)
         inputs, outputs = signature(session)
         return Loaded(
             path,
@@ -44,6 +47,7 @@ def load(path: Path, fmt: str, specs: list[dict[str, Any]], threads: int) -> Loa
             rss_bytes() - before,
             inputs,
             [o["name"] for o in outputs],
+            provider=session.get_providers()[0],
         )
     if fmt == "tvm":
         return _load_tvm(path, specs, before)
@@ -51,9 +55,20 @@ def load(path: Path, fmt: str, specs: list[dict[str, Any]], threads: int) -> Loa
 
     start = time.perf_counter()
     module, program = load_program(path, fmt)
-    runner = TorchRunner(module, specs, threads)
+    runner = TorchRunner(module, specs, threads, device)
     load_ms = (time.perf_counter() - start) * 1000
-    return Loaded(path, fmt, "torch", runner, load_ms, rss_bytes() - before, specs, [], program)
+    return Loaded(
+        path,
+        fmt,
+        "torch",
+        runner,
+        load_ms,
+        rss_bytes() - before,
+        specs,
+        [],
+        program,
+        provider=f"torch-{device}",
+    )
 
 
 def _load_tvm(path: Path, specs: list[dict[str, Any]], before: int) -> Loaded:
@@ -72,7 +87,9 @@ def _load_tvm(path: Path, specs: list[dict[str, Any]], before: int) -> Loaded:
         return [o.numpy() for o in ([out] if hasattr(out, "numpy") else list(out))]
 
     load_ms = (time.perf_counter() - start) * 1000
-    return Loaded(path, "tvm", "tvm", run, load_ms, rss_bytes() - before, specs, [])
+    return Loaded(
+        path, "tvm", "tvm", run, load_ms, rss_bytes() - before, specs, [], provider="tvm-llvm"
+    )
 
 
 def _runner(session: Any, inputs: list[dict[str, Any]]) -> Any:

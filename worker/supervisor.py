@@ -34,8 +34,9 @@ class Outcome:
     progress: list[dict[str, Any]] = field(default_factory=list)
 
 
-def child_env(settings: Settings, scratch: Path) -> dict[str, str]:
-    """The child's whole environment."""
+def child_env(settings: Settings, scratch: Path, device: str = "cpu") -> dict[str, str]:
+    """The child's whole environment. A CUDA job gets no address-space cap: the CUDA driver
+    reserves virtual memory far beyond what it uses (RELIABILITY.md §5.1); cap it by cgroup."""
     threads = str(settings.sandbox_threads or os.cpu_count() or 1)
     env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
     env.update(
@@ -51,7 +52,7 @@ def child_env(settings: Settings, scratch: Path) -> dict[str, str]:
         MODELPRESS_SANDBOX="1",
     )
     limits = {
-        "memory_bytes": settings.sandbox_memory_mb * 1024 * 1024,
+        "memory_bytes": 0 if device == "cuda" else settings.sandbox_memory_mb * 1024 * 1024,
         "cpu_seconds": settings.sandbox_cpu_seconds,
         "file_bytes": settings.sandbox_file_mb * 1024 * 1024,
         "open_files": 4096,
@@ -108,7 +109,7 @@ def run_sandboxed(
         proc = subprocess.Popen(
             [sys.executable, "-m", "worker.sandbox", str(request_path)],
             cwd=scratch,
-            env=child_env(settings, scratch),
+            env=child_env(settings, scratch, str(request.get("device", "cpu"))),
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=err,

@@ -127,20 +127,26 @@ def vocab_sizes(program: Any) -> dict[str, int]:
 class TorchRunner:
     """Calls a PyTorch program on numpy feeds (by input order), returning numpy outputs."""
 
-    def __init__(self, module: Any, specs: list[dict[str, Any]], threads: int) -> None:
+    def __init__(
+        self, module: Any, specs: list[dict[str, Any]], threads: int, device: str = "cpu"
+    ) -> None:
         import torch
 
         torch.set_num_threads(threads)
-        self.module, self.names = module, [s["name"] for s in specs]
+        self.device = device
+        self.module, self.names = module.to(device), [s["name"] for s in specs]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         import torch
 
-        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.names]
+        args = [
+            torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.names
+        ]
         with torch.inference_mode():
             out = self.module(*args)
         flat = list(out) if isinstance(out, list | tuple) else [out]
-        return [t.detach().numpy() for t in flat]
+        # .cpu() waits for the device: a timed call includes the GPU work.
+        return [t.detach().cpu().numpy() for t in flat]
 
 
 def parameter_counts(module: Any) -> tuple[int, int]:

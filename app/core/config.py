@@ -29,6 +29,11 @@ class Settings(BaseSettings):
         SecretStr("modelpress-dev-pepper"), description="Server secret mixed into key hashes."
     )
     auto_migrate: bool = Field(True, description="Run `alembic upgrade head` at start.")
+    cuda_enabled: bool = Field(
+        False,
+        description="A CUDA worker pool exists (`modelpress worker --device cuda`, or an embedded "
+        "worker on a machine with a GPU): jobs may ask for `device: cuda`.",
+    )
 
     # Sandbox (per-job child process) limits.
     sandbox_memory_mb: int = Field(12288, description="Address-space cap of a job's child.")

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 RUN_JOB = "modelpress.run_job"
 INSPECT_MODEL = "modelpress.inspect_model"
 CPU_QUEUE = "modelpress.cpu"
+CUDA_QUEUE = "modelpress.cuda"  # consumed by `modelpress worker --device cuda`
 _PENDING = "modelpress_pending_messages"
 
 
@@ -58,25 +59,34 @@ def _celery_for(broker_url: str) -> Any:
     return app
 
 
-def publish(name: str, object_id: str, settings: Settings | None = None) -> None:
+def job_queue(device: str) -> str:
+    """The queue of a job's device: CUDA jobs go to the CUDA worker pool."""
+    return CUDA_QUEUE if device == "cuda" else CPU_QUEUE
+
+
+def publish(
+    name: str, object_id: str, settings: Settings | None = None, queue: str = CPU_QUEUE
+) -> None:
     """Send one message now (callers normally use `publish_after_commit`)."""
     settings = settings or get_settings()
     if settings.embedded_queue or not settings.broker_url:
         return  # the embedded worker polls the database
-    _celery_for(settings.broker_url).send_task(name, args=[object_id], queue=CPU_QUEUE)
+    _celery_for(settings.broker_url).send_task(name, args=[object_id], queue=queue)
 
 
-def publish_after_commit(session: Session, name: str, object_id: str) -> None:
+def publish_after_commit(
+    session: Session, name: str, object_id: str, queue: str = CPU_QUEUE
+) -> None:
     """Queue a message that goes out only if (and once) the session's transaction commits."""
-    session.info.setdefault(_PENDING, []).append((name, object_id))
+    session.info.setdefault(_PENDING, []).append((name, object_id, queue))
 
 
 @event.listens_for(Session, "after_commit")
 def _flush_messages(session: Session) -> None:
     pending = session.info.pop(_PENDING, [])
-    for name, object_id in pending:
+    for name, object_id, queue in pending:
         try:
-            publish(name, object_id)
+            publish(name, object_id, queue=queue)
         except Exception:
             # The row is committed as queued: the scheduler re-publishes it (a healing outbox).
             log.exception("publish failed; the scheduler will re-dispatch", extra={"id": object_id})

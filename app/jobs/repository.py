@@ -59,8 +59,8 @@ def transition(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def queued_ids(session: Session, dispatched_before: datetime | None, limit: int = 100) -> list[str]:
-    stmt = select(Job.id).where(Job.status == JobStatus.queued)
+def queued(session: Session, dispatched_before: datetime | None, limit: int = 100) -> list[Job]:
+    stmt = select(Job).where(Job.status == JobStatus.queued)
     if dispatched_before is not None:
         stmt = stmt.where((Job.dispatched_at.is_(None)) | (Job.dispatched_at < dispatched_before))
     return list(session.scalars(stmt.order_by(Job.created_at).limit(limit)))

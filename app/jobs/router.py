@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query, Response
 
 from app.core.pagination import MAX_LIMIT, Page, page_of
-from app.http.deps import CurrentTenant, SessionDep
+from app.http.deps import CurrentTenant, SessionDep, SettingsDep
 from app.http.problems import problem_responses
 from app.jobs import repository, service
 from app.jobs.schemas import JobCreate, JobRead
@@ -27,6 +27,7 @@ def submit_job(
     spec: JobCreate,
     response: Response,
     session: SessionDep,
+    settings: SettingsDep,
     tenant_id: CurrentTenant,
     idempotency_key: Annotated[
         str | None,
@@ -35,7 +36,11 @@ def submit_job(
 ) -> JobRead:
     """Queue a job; 202 with `Location`. A replay of an Idempotency-Key returns the first job."""
     job, _created = service.create_job(
-        session=session, tenant_id=tenant_id, spec=spec, idempotency_key=idempotency_key
+        session=session,
+        settings=settings,
+        tenant_id=tenant_id,
+        spec=spec,
+        idempotency_key=idempotency_key,
     )
     session.commit()
     response.headers["Location"] = f"/v1/jobs/{job.id}"

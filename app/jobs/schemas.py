@@ -116,7 +116,11 @@ class JobCreate(BaseModel):
         le=7200,
         description="`recipe: auto` only: stop trying new candidates after this.",
     )
-    device: Literal["cpu"] = Field("cpu", description="Where the job runs.")
+    device: Literal["cpu", "cuda"] = Field(
+        "cpu",
+        description="`cuda`: training steps (distill) and the benchmark run on the GPU of a CUDA "
+        "worker (ONNX models through ONNX Runtime's CUDA provider where installed).",
+    )
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     evaluation: EvaluationSpec | None = None
     constraints: Constraints | None = None

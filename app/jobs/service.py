@@ -8,8 +8,9 @@ import json
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.core.config import Settings
 from app.core.errors import Conflict, NotFound, SpecInvalid
-from app.core.queue import RUN_JOB, publish_after_commit
+from app.core.queue import RUN_JOB, job_queue, publish_after_commit
 from app.datasets import repository as datasets
 from app.db.base import utcnow
 from app.db.orm import Artifact, Job, JobStatus, MlModel, ModelStatus
@@ -43,7 +44,12 @@ def _check_datasets(session: Session, tenant_id: str, spec: JobCreate) -> None:
 
 
 def create_job(
-    *, session: Session, tenant_id: str, spec: JobCreate, idempotency_key: str | None
+    *,
+    session: Session,
+    settings: Settings,
+    tenant_id: str,
+    spec: JobCreate,
+    idempotency_key: str | None,
 ) -> tuple[Job, bool]:
     """Validate a spec against its model and queue it; returns (job, created).
 
@@ -56,6 +62,10 @@ def create_job(
         existing = repository.get_by_idempotency_key(session, tenant_id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest), False
+    if spec.device == "cuda" and not settings.cuda_enabled:
+        raise SpecInvalid(
+            "No CUDA worker pool is configured here (MODELPRESS_CUDA_ENABLED).", pointer="/device"
+        )
     model = _check_model(session, tenant_id, spec)
     _check_datasets(session, tenant_id, spec)
     if spec.steps is not None:
@@ -82,7 +92,7 @@ def create_job(
         if existing is None:
             raise
         return _replay(existing, digest), False
-    publish_after_commit(session, RUN_JOB, job.id)
+    publish_after_commit(session, RUN_JOB, job.id, job_queue(spec.device))
     return job, True
 
 
