@@ -23,3 +23,10 @@ RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
     && pip install '.[worker]'
 USER modelpress
 CMD ["modelpress", "worker", "--concurrency", "2"]
+
+FROM base AS worker-cuda
+# PyPI's default torch wheels are CUDA builds; onnxruntime-gpu replaces the CPU onnxruntime.
+RUN pip install torch==2.13.0 && pip install '.[worker]' \
+    && pip uninstall -y onnxruntime && pip install onnxruntime-gpu
+USER modelpress
+CMD ["modelpress", "worker", "--device", "cuda", "--concurrency", "1"]

@@ -50,7 +50,7 @@ def test_api_image_is_torch_free(compose: dict) -> None:
 def test_dockerfile_commands_are_modelpress_subcommands() -> None:
     cmds = re.findall(r'^CMD \["modelpress", "(\w+)"', (ROOT / "Dockerfile").read_text(), re.M)
 
-    assert set(cmds) == {"api", "worker"}
+    assert set(cmds) == {"api", "worker"}  # worker: the CPU and the CUDA images
     assert set(cmds) <= _subcommands()
 
 
