@@ -22,8 +22,8 @@ from sklearn.datasets import load_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from worker.inspect import inspect_onnx  # noqa: E402
-from worker.runner import run_pipeline  # noqa: E402
+from worker.inspect import inspect_onnx
+from worker.runner import run_pipeline
 
 
 class DigitsCnn(torch.nn.Module):
@@ -53,8 +53,13 @@ def build(work: Path) -> None:
             torch.nn.functional.cross_entropy(model(xs[i]), ys[i]).backward()
             optimizer.step()
     torch.onnx.export(
-        model.eval(), (xs[:2],), str(work / "model.onnx"), dynamo=False, input_names=["x"],
-        dynamic_axes={"x": {0: "batch"}}, opset_version=17,
+        model.eval(),
+        (xs[:2],),
+        str(work / "model.onnx"),
+        dynamo=False,
+        input_names=["x"],
+        dynamic_axes={"x": {0: "batch"}},
+        opset_version=17,
     )
     np.savez(work / "train.npz", x=x[:1400], labels=y[:1400])
     np.savez(work / "test.npz", x=x[1400:], labels=y[1400:])
@@ -69,7 +74,8 @@ def run(work: Path, device: str) -> dict:
         shutil.copyfile(work / f"{name}.npz", scratch / f"data/{name}.npz")
     info = inspect_onnx(scratch / "input/model.onnx", 4)
     spec = {
-        "model_id": "m", "device": device,
+        "model_id": "m",
+        "device": device,
         "steps": [
             {"op": "prune", "method": "channel", "ratio": 0.5},
             {"op": "distill", "dataset_id": "train", "epochs": 20},
@@ -78,10 +84,17 @@ def run(work: Path, device: str) -> dict:
         "benchmark": {"batch_sizes": [1, 64], "iterations": 50},
     }
     request = {
-        "job_id": f"gpu-check-{device}", "device": device, "spec": spec, "threads": 4,
-        "model": {"path": "input/model.onnx", "format": "onnx", "inputs": info["inputs"],
-                  "outputs": info["outputs"],
-                  "public": {"id": "m", "name": "digits", "format": "onnx", "sha256": "-"}},
+        "job_id": f"gpu-check-{device}",
+        "device": device,
+        "spec": spec,
+        "threads": 4,
+        "model": {
+            "path": "input/model.onnx",
+            "format": "onnx",
+            "inputs": info["inputs"],
+            "outputs": info["outputs"],
+            "public": {"id": "m", "name": "digits", "format": "onnx", "sha256": "-"},
+        },
         "datasets": {"train": "data/train.npz", "test": "data/test.npz"},
     }
     started = time.perf_counter()
@@ -107,11 +120,13 @@ def main() -> None:
             "job_wall_s": round(report["wall_s"], 2),
             "distill_device": distill["metrics"].get("device"),
             "distill_train_wall_s": distill["metrics"].get("train_wall_s"),
-            "distill_before_after": [distill["metrics"].get("before"), distill["metrics"].get("after")],
+            "distill_before_after": [distill["metrics"].get(k) for k in ("before", "after")],
             "accuracy": report["accuracy"],
             "providers": [report["baseline"]["provider"], report["optimized"]["provider"]],
-            "p50_ms": {k: {b: s["p50"] for b, s in report[k]["latency_ms"].items()}
-                       for k in ("baseline", "optimized")},
+            "p50_ms": {
+                k: {b: s["p50"] for b, s in report[k]["latency_ms"].items()}
+                for k in ("baseline", "optimized")
+            },
             "notes": report["verdict"]["notes"],
         }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
