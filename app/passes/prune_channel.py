@@ -4,10 +4,12 @@ Both remove whole units found by the channel dependency analysis (`structure.py`
 channels, linear and FFN neurons, and attention heads written with a heads axis (BERT/GPT-style
 `view(b, n, heads, width)`), with every slice that reads them (batch-norm, biases, the next
 layer's input channels, flatten blocks, residual partners, concatenation offsets, reshape
-targets). `torch.nn.MultiheadAttention` folds its heads into the batch axis: its projections are
-left whole and reported, as is every group the analysis cannot prove safe. `channel` removes the
-least important `ratio` of each group (L1 norm of the producer weights by default, as
-torch-pruning does); `neuron` removes the units that are dead on a calibration dataset.
+targets), and the heads of `torch.nn.MultiheadAttention` as the dynamo exporter writes it (packed
+q/k/v, heads folded into the batch axis; `structure_mha.py`). Every group the analysis cannot
+prove safe is left whole and reported (the TorchScript export of MultiheadAttention, which
+computes the head width at run time, among them). `channel` removes the least important
+`ratio` of each group (L1 norm of the producer weights by default, as torch-pruning does);
+`neuron` removes the units that are dead on a calibration dataset.
 
 Defaults come from measurement (FIELD-NOTES.md): the kept channels are rounded up to a multiple
 of `round_to=8` (odd channel counts gave no speed-up, multiples of 8 did), and accuracy

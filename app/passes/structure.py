@@ -22,7 +22,8 @@ real inputs.
 
 Modules: structure (this: state, union-find, groups), structure_graph (constants, shapes),
 structure_ops (producers, consumers and the rule table), structure_moves (ops that move
-channels), structure_reshape (reshapes, attention), structure_rewrite (apply a removal),
+channels), structure_reshape (reshapes, attention), structure_mha (packed MultiheadAttention
+heads folded into the batch axis), structure_rewrite (apply a removal),
 structure_select (which units), structure_activity (measured activations). Heavy imports
 (onnx, onnxruntime) happen inside functions: the API imports these modules.
 """
@@ -110,13 +111,16 @@ class SliceUse:
 class ValueUse:
     """Entry `position` of a 1-D constant (a reshape's target) = count of kept `ids`. With a
     `reader`, the constant is a piece of the Concat `node` that builds the target of reshape
-    `reader`: that reader then gets its own copy of the Concat."""
+    `reader`: that reader then gets its own copy of the Concat. With a `path` too, the constant
+    is an input of node `node` (a `Mul(B, heads)`) whose output reaches `reader` through the
+    nodes `path`, each reading the previous one: the reader gets its own copy of that chain."""
 
     node: int
     input: int
     position: int
     ids: np.ndarray
     reader: int | None = None
+    path: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,7 @@ class Walker:
     tied: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
     made_by: dict[str, int] = field(default_factory=dict)  # tensor -> index of its node
     reads: dict[str, int] = field(default_factory=dict)  # tensor -> readers (graph outputs too)
+    claimed: set[int] = field(default_factory=set)  # nodes a rule has followed ahead of the walk
 
     def const(self, name: str) -> np.ndarray | None:
         return self.constants.get(name) if name else None

@@ -58,6 +58,8 @@ def walk(w: Walker) -> None:
 
 
 def _visit(w: Walker, index: int, node: Any) -> None:
+    if index in w.claimed:
+        return
     has_layout = any(name in w.layouts for name in node.input)
     if node.domain not in ("", "ai.onnx"):
         w.refuse(node, f"an op of domain `{node.domain}`")

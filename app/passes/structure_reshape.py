@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from app.passes import structure_mha
 from app.passes.structure import Layout, ValueUse, Walker, dims_product, node_attr
 
 Slot = tuple[int, int, int]  # (node index, input index, entry) of a 1-D constant
@@ -23,6 +24,10 @@ def reshape_rule(w: Walker, index: int, node: Any) -> None:
     target, where = found
     copy_zero = not int(node_attr(node, "allowzero", 0))
     c, count = lx.axis, len(lx.ids)
+    if _flatten_leading(w, index, node, target, where, shape):
+        return
+    if structure_mha.packed_rule(w, index, node):
+        return
     resolved = _resolve(target, shape, w.shape(node.output[0]), c, copy_zero)
     block = None if resolved is None else _merge_or_keep(resolved, shape, c, count)
     if resolved is not None and block is not None:
@@ -39,6 +44,31 @@ def reshape_rule(w: Walker, index: int, node: Any) -> None:
         w.channels.union_arrays(np.repeat(row[:1], width), row)
     _edit(w, index, where[c], target[c], heads[:, 0])
     w.layouts[node.output[0]] = Layout(c, heads[:, 0])
+
+
+def _flatten_leading(
+    w: Walker,
+    index: int,
+    node: Any,
+    target: list[int | None],
+    where: list[Slot | None],
+    shape: list[Any],
+) -> bool:
+    """`Reshape(x, (-1, n))` merging every axis before the channels into one and the channels
+    with the (static) axes after them (as before a Gemm): each channel becomes a block."""
+    lx = w.layouts[node.input[0]]
+    c, trailing = lx.axis, shape[lx.axis + 1 :]
+    if c < 2 or len(target) != 2 or target[0] != -1 or not isinstance(target[1], int):
+        return False
+    if not all(isinstance(d, int) and d > 0 for d in trailing):
+        return False
+    size = dims_product(trailing)
+    if target[1] != len(lx.ids) * size:
+        return False
+    ids = np.repeat(lx.ids, size)
+    _edit(w, index, where[1], target[1], ids)
+    w.layouts[node.output[0]] = Layout(1, ids)
+    return True
 
 
 def _edit(w: Walker, index: int, slot: Slot | None, value: int | None, ids: np.ndarray) -> None:

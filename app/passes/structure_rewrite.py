@@ -38,6 +38,7 @@ def rewrite(analysis: Analysis, removed: set[int], mode: Literal["prune", "mask"
             continue
         edits.setdefault((use.node, use.input), []).append(edit)
     clones: dict[str, dict[str, list[tuple[int, Edit]]]] = {}
+    chains: dict[tuple[str, int, tuple[str, ...]], dict[str, list[Edit]]] = {}
     if mode == "prune":
         nodes = model.graph.node
         for value in analysis.values:
@@ -45,7 +46,15 @@ def rewrite(analysis: Analysis, removed: set[int], mode: Literal["prune", "mask"
             if keep.all():
                 continue
             edit = ("set", value.position, int(keep.sum()))
-            if value.reader is None:
+            if value.path and value.reader is not None:
+                key = (
+                    nodes[value.node].output[0],
+                    value.input,
+                    tuple(nodes[i].output[0] for i in value.path),
+                )
+                per_chain = chains.setdefault(key, {})
+                per_chain.setdefault(nodes[value.reader].output[0], []).append(edit)
+            elif value.reader is None:
                 edits.setdefault((value.node, value.input), []).append(edit)
             else:  # by output names: node indices move when constants are dropped
                 per_reader = clones.setdefault(nodes[value.node].output[0], {})
@@ -58,6 +67,8 @@ def rewrite(analysis: Analysis, removed: set[int], mode: Literal["prune", "mask"
     _apply(model, analysis.constants, edits)
     if clones:
         _clone_concats(model, analysis.constants, clones)
+    if chains:
+        _clone_chains(model, analysis.constants, chains)
     return model
 
 
@@ -169,6 +180,59 @@ def _clone_concats(
     del graph.node[:]
     graph.node.extend(nodes)
     _drop(graph, set(clones))
+
+
+def _clone_chains(
+    model: Any,
+    constants: dict[str, np.ndarray],
+    chains: dict[tuple[str, int, tuple[str, ...]], dict[str, list[Edit]]],
+) -> None:
+    """Give each reader of an edited chain (a `Mul(B, heads)` through the nodes that make a
+    reshape target of it) its own copy of the chain, with the Mul's constant edited."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = model.graph
+    made_by = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
+    taken = {t.name for t in graph.initializer} | set(made_by)
+    after: dict[int, list[Any]] = {}
+    for (start, k, path), per_reader in chains.items():
+        variants: dict[tuple[Any, ...], list[str]] = {}
+        for reader, reader_edits in per_reader.items():
+            variants.setdefault(_key(reader_edits), []).append(reader)
+        for readers in variants.values():
+            source = graph.node[made_by[start]]
+            name = _fresh(f"{source.input[k]}_pruned", taken)
+            array = _transform(constants[source.input[k]], per_reader[readers[0]])
+            graph.initializer.append(numpy_helper.from_array(array, name))
+            previous, renamed, copy = start, "", onnx.NodeProto()
+            copy.CopyFrom(source)
+            copy.input[k] = name
+            for link in (start, *path):
+                if link != start:
+                    copy = onnx.NodeProto()
+                    copy.CopyFrom(graph.node[made_by[link]])
+                    for j, value in enumerate(copy.input):
+                        if value == previous:
+                            copy.input[j] = renamed
+                copy.name = _fresh(f"{copy.name}_pruned", taken)
+                renamed = _fresh(f"{link}_pruned", taken)
+                copy.output[0] = renamed
+                after.setdefault(made_by[link], []).append(copy)
+                previous = link
+            for reader in readers:
+                node = graph.node[made_by[reader]]
+                for j, value in enumerate(node.input):
+                    if value == previous:
+                        node.input[j] = renamed
+    nodes = []
+    for index, node in enumerate(graph.node):
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        nodes.extend([copy, *after.get(index, [])])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop(graph, {start for start, _, _ in chains} | {o for _, _, p in chains for o in p})
 
 
 def _concat_copy(
