@@ -10,7 +10,6 @@ from typing import Any
 
 from app.core.errors import JobFailure
 from app.jobs.schemas import JobCreate
-from app.passes.base import PassContext
 from app.passes.registry import REGISTRY
 from app.passes.spec import plan
 from worker import measure, memprobe, runtimes
@@ -91,16 +90,12 @@ def run_steps(
         job.progress.emit(fraction, f"step {index + 1}/{len(planned)}: {pass_.name}", index)
         work = work_root / f"step{index}"
         work.mkdir(parents=True)
-        ctx = PassContext(
-            input_path=current,
-            input_format=current_fmt,
-            work_dir=work,
+        ctx = job.tools.context(
+            current,
+            current_fmt,
+            work,
             step_index=index,
-            threads=job.tools.threads,
-            tools=job.tools,
-            inputs=job.tools.specs,
             device=job.spec.device,
-            datasets=job.datasets,
             original_path=job.source,
             original_format=job.fmt,
         )

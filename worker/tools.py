@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 
 from app.core.errors import JobFailure
+from app.passes.base import PassContext
 from worker import runtimes
 from worker.benchmark import compare_outputs
-from worker.inputs import synthesize_from_specs
+from worker.inputs import onnx_input_specs, synthesize_from_specs
 
 
 class WorkerTools:
@@ -24,6 +25,32 @@ class WorkerTools:
     ) -> None:
         self.specs, self.vocab, self.shapes, self.threads = specs, vocab, shapes, threads
         self.datasets = datasets or {}
+
+    def context(
+        self,
+        input_path: Path,
+        input_format: str,
+        work_dir: Path,
+        *,
+        step_index: int = 0,
+        device: str = "cpu",
+        original_path: Path | None = None,
+        original_format: str | None = None,
+    ) -> PassContext:
+        """The context a pass runs in, lent these tools, inputs, threads and datasets."""
+        return PassContext(
+            input_path=input_path,
+            input_format=input_format,
+            work_dir=work_dir,
+            step_index=step_index,
+            threads=self.threads,
+            tools=self,
+            inputs=self.specs,
+            device=device,
+            datasets=self.datasets,
+            original_path=original_path,
+            original_format=original_format,
+        )
 
     def dataset_inputs(
         self, dataset_id: str, limit: int | None = None
@@ -91,3 +118,21 @@ class WorkerTools:
             "rtol": rtol,
             "atol": atol,
         }
+
+
+def onnx_context(
+    path: Path,
+    work_dir: Path,
+    *,
+    threads: int = 2,
+    datasets: dict[str, Path] | None = None,
+    vocab: dict[str, int] | None = None,
+    shapes: dict[str, list[int]] | None = None,
+    original_path: Path | None = None,
+    original_format: str | None = None,
+) -> PassContext:
+    """A pass context for one ONNX file outside a job (scripts, tests): its own tools."""
+    tools = WorkerTools(onnx_input_specs(path), vocab or {}, shapes, threads, datasets)
+    return tools.context(
+        path, "onnx", work_dir, original_path=original_path, original_format=original_format
+    )

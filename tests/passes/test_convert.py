@@ -26,8 +26,7 @@ from pydantic import ValidationError
 from app.core.errors import JobFailure, SpecInvalid
 from app.passes.base import ModelInfo, PassContext, PassResult
 from app.passes.convert import ConvertConfig, ConvertPass, _cpu_has_fp16
-from worker.inputs import onnx_input_specs
-from worker.tools import WorkerTools
+from worker.tools import onnx_context
 
 MIN_COSINE = 0.999
 MAX_ABS_ERROR = {"fp16": 2e-3, "bf16": 2e-2}
@@ -35,16 +34,7 @@ NAMES = ["mlp", "cnn", "transformer"]
 
 
 def _context(source: Path, work_dir: Path) -> PassContext:
-    specs = onnx_input_specs(source)
-    return PassContext(
-        input_path=source,
-        input_format="onnx",
-        work_dir=work_dir,
-        step_index=0,
-        threads=2,
-        tools=WorkerTools(specs, {}, None, 2),
-        inputs=specs,
-    )
+    return onnx_context(source, work_dir, threads=2)
 
 
 def _convert(source: Path, work_dir: Path, **fields: Any) -> PassResult:

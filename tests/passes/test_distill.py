@@ -25,10 +25,9 @@ import torch
 from pydantic import ValidationError
 
 from app.core.errors import JobFailure
-from app.passes.base import PassContext, PassResult
+from app.passes.base import PassResult
 from app.passes.distill import DistillConfig, DistillPass
-from worker.inputs import onnx_input_specs
-from worker.tools import WorkerTools
+from worker.tools import onnx_context
 
 MIN_TEACHER_ACCURACY = 0.95
 MIN_GAIN = 0.2  # accuracy points gained on the test images by distillation
@@ -119,17 +118,11 @@ def _npz(digits: dict[str, Any], path: Path, labels: bool = True) -> Path:
 def _distill(
     student: Path, teacher: Path, npz: Path, work: Path, teacher_format: str = "onnx", **fields: Any
 ) -> PassResult:
-    specs = onnx_input_specs(student)
-    datasets = {"d": npz}
-    ctx = PassContext(
-        input_path=student,
-        input_format="onnx",
-        work_dir=work,
-        step_index=0,
+    ctx = onnx_context(
+        student,
+        work,
         threads=THREADS,
-        tools=WorkerTools(specs, {}, None, THREADS, datasets=datasets),
-        inputs=specs,
-        datasets=datasets,
+        datasets={"d": npz},
         original_path=teacher,
         original_format=teacher_format,
     )

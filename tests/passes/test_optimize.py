@@ -10,11 +10,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from app.passes.base import PassContext, PassResult
+from app.passes.base import PassResult
 from app.passes.optimize import LEVEL_WARNING, OptimizeConfig, OptimizePass
-from worker.inputs import onnx_input_specs
 from worker.onnx_utils import load_checked
-from worker.tools import WorkerTools
+from worker.tools import onnx_context
 
 MAX_ABS_ERROR = 1e-4
 NAMES = ["mlp", "cnn", "transformer"]
@@ -49,16 +48,7 @@ def optimized(
     for name, path in models.items():
         for level in LEVELS:
             work = tmp_path_factory.mktemp(f"optimized-{name}-{level}")
-            specs = onnx_input_specs(path)
-            ctx = PassContext(
-                input_path=path,
-                input_format="onnx",
-                work_dir=work,
-                step_index=0,
-                threads=1,
-                tools=WorkerTools(specs, {}, None, 1),
-                inputs=specs,
-            )
+            ctx = onnx_context(path, work, threads=1)
             results[name, level] = OptimizePass().run(
                 ctx, OptimizeConfig(op="optimize", level=level)
             )
@@ -172,18 +162,9 @@ def test_transformer_fusions_fuse_attention_and_keep_outputs(tmp_path: Path) -> 
         dynamic_axes={"input_ids": {0: "b", 1: "s"}},
         opset_version=17,
     )
-    specs = onnx_input_specs(path)
     work = tmp_path / "work"
     work.mkdir()
-    ctx = PassContext(
-        input_path=path,
-        input_format="onnx",
-        work_dir=work,
-        step_index=0,
-        threads=2,
-        tools=WorkerTools(specs, {"input_ids": 1000}, {"input_ids": [1, 8]}, 2),
-        inputs=specs,
-    )
+    ctx = onnx_context(path, work, vocab={"input_ids": 1000}, shapes={"input_ids": [1, 8]})
 
     result = OptimizePass().run(
         ctx, OptimizeConfig(op="optimize", transformer_fusions=True, num_heads=4, hidden_size=64)
@@ -199,16 +180,7 @@ def test_transformer_fusions_fuse_attention_and_keep_outputs(tmp_path: Path) -> 
 
 
 def test_transformer_fusions_say_when_nothing_matched(mlp_onnx: Path, tmp_path: Path) -> None:
-    specs = onnx_input_specs(mlp_onnx)
-    ctx = PassContext(
-        input_path=mlp_onnx,
-        input_format="onnx",
-        work_dir=tmp_path,
-        step_index=0,
-        threads=2,
-        tools=WorkerTools(specs, {}, None, 2),
-        inputs=specs,
-    )
+    ctx = onnx_context(mlp_onnx, tmp_path)
 
     result = OptimizePass().run(ctx, OptimizeConfig(op="optimize", transformer_fusions=True))
 

@@ -28,8 +28,7 @@ from app.passes.prune_channel import (
     PruneNeuronPass,
 )
 from app.passes.structure_select import kept_count
-from worker.inputs import onnx_input_specs
-from worker.tools import WorkerTools
+from worker.tools import onnx_context
 
 # ---------------------------------------------------------------- networks
 
@@ -175,17 +174,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def context(source: Path, work: Path, datasets: dict[str, Path] | None = None) -> PassContext:
     work.mkdir(parents=True, exist_ok=True)
-    specs = onnx_input_specs(source)
-    return PassContext(
-        input_path=source,
-        input_format="onnx",
-        work_dir=work,
-        step_index=0,
-        threads=2,
-        tools=WorkerTools(specs, {}, None, 2, datasets=datasets or {}),
-        inputs=specs,
-        datasets=datasets or {},
-    )
+    return onnx_context(source, work, datasets=datasets)
 
 
 def prune(source: Path, work: Path, **fields: Any) -> PassResult:

@@ -14,8 +14,7 @@ from sklearn.datasets import load_digits
 from app.passes.base import PassContext
 from app.passes.distill import DistillConfig, DistillPass
 from app.passes.prune_channel import PruneChannelConfig, PruneChannelPass
-from worker.inputs import onnx_input_specs
-from worker.tools import WorkerTools
+from worker.tools import onnx_context
 
 BUDGET = 0.03
 
@@ -68,17 +67,10 @@ def _accuracy(path: Path, test: tuple[np.ndarray, np.ndarray]) -> float:
 
 
 def _ctx(path: Path, work: Path, trained: dict) -> PassContext:
-    specs = onnx_input_specs(path)
-    datasets = {"train": trained["npz"]}
-    return PassContext(
-        input_path=path,
-        input_format="onnx",
-        work_dir=work,
-        step_index=0,
-        threads=2,
-        tools=WorkerTools(specs, {}, None, 2, datasets),
-        inputs=specs,
-        datasets=datasets,
+    return onnx_context(
+        path,
+        work,
+        datasets={"train": trained["npz"]},
         original_path=trained["path"],
         original_format="onnx",
     )

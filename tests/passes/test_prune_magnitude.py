@@ -28,8 +28,7 @@ from pydantic import ValidationError
 
 from app.passes.base import PassContext, PassResult
 from app.passes.prune_magnitude import PruneMagnitudeConfig, PruneMagnitudePass
-from worker.inputs import onnx_input_specs
-from worker.tools import WorkerTools
+from worker.tools import onnx_context
 
 SPARSITY_TOLERANCE = 1e-3
 MAX_DROP_AT_50 = 0.03
@@ -38,16 +37,7 @@ NAMES = ["mlp", "cnn", "transformer"]
 
 
 def _context(source: Path, work_dir: Path) -> PassContext:
-    specs = onnx_input_specs(source)
-    return PassContext(
-        input_path=source,
-        input_format="onnx",
-        work_dir=work_dir,
-        step_index=0,
-        threads=2,
-        tools=WorkerTools(specs, {}, None, 2),
-        inputs=specs,
-    )
+    return onnx_context(source, work_dir, threads=2)
 
 
 def _prune(source: Path, work_dir: Path, **fields: Any) -> PassResult:

@@ -18,13 +18,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from app.passes.base import PassContext, PassResult
+from app.passes.base import PassResult
 from app.passes.prune_channel import PruneChannelConfig, PruneChannelPass
 from app.passes.structure import analyze
 from app.passes.structure_graph import constants
 from app.passes.structure_rewrite import rewrite
-from worker.inputs import onnx_input_specs
-from worker.tools import WorkerTools
+from worker.tools import onnx_context
 
 
 class Layer(torch.nn.Module):
@@ -88,17 +87,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def prune(source: Path, work: Path, **fields: Any) -> PassResult:
     work.mkdir(parents=True, exist_ok=True)
-    specs = onnx_input_specs(source)
-    ctx = PassContext(
-        input_path=source,
-        input_format="onnx",
-        work_dir=work,
-        step_index=0,
-        threads=2,
-        tools=WorkerTools(specs, {}, None, 2, datasets={}),
-        inputs=specs,
-        datasets={},
-    )
+    ctx = onnx_context(source, work)
     config = PruneChannelConfig(op="prune", method="channel", **fields)
     return PruneChannelPass().run(ctx, config)
 

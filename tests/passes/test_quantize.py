@@ -18,24 +18,14 @@ import pytest
 
 from app.passes.base import PassContext, PassResult
 from app.passes.quantize import QuantizeConfig, QuantizePass
-from worker.inputs import onnx_input_specs
-from worker.tools import WorkerTools
+from worker.tools import onnx_context
 
 MIN_COSINE = 0.99
 INT8_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
 
 
 def _context(source: Path, work_dir: Path) -> PassContext:
-    specs = onnx_input_specs(source)
-    return PassContext(
-        input_path=source,
-        input_format="onnx",
-        work_dir=work_dir,
-        step_index=0,
-        threads=1,
-        tools=WorkerTools(specs, {}, None, 1),
-        inputs=specs,
-    )
+    return onnx_context(source, work_dir, threads=1)
 
 
 def _quantize(source: Path, work_dir: Path, **fields: Any) -> PassResult:

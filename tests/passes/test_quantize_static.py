@@ -25,7 +25,7 @@ from app.passes.base import ModelInfo, PassContext, PassResult
 from app.passes.calibration import CALIBRATION_BATCH, calibration_reader
 from app.passes.quantize import QuantizeConfig, QuantizePass
 from worker.inputs import onnx_input_specs
-from worker.tools import WorkerTools
+from worker.tools import WorkerTools, onnx_context
 
 MAX_DROP = 0.01
 INT8_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
@@ -96,19 +96,9 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> Digits:
 
 
 def _context(digits: Digits, work_dir: Path, dataset: Path | None = None) -> PassContext:
-    specs = onnx_input_specs(digits.model)
-    datasets = {"cal": dataset or digits.calibration}
     work_dir.mkdir(parents=True, exist_ok=True)
-    return PassContext(
-        input_path=digits.model,
-        input_format="onnx",
-        work_dir=work_dir,
-        step_index=0,
-        threads=2,
-        tools=WorkerTools(specs, {}, None, threads=2, datasets=datasets),
-        inputs=specs,
-        datasets=datasets,
-    )
+    datasets = {"cal": dataset or digits.calibration}
+    return onnx_context(digits.model, work_dir, threads=2, datasets=datasets)
 
 
 def _static(digits: Digits, work_dir: Path, **fields: Any) -> PassResult:
@@ -405,16 +395,7 @@ def test_check_accepts_static_with_calibration_dataset() -> None:
 
 
 def test_dynamic_mode_on_a_cnn_points_to_static_mode(cnn_onnx: Path, tmp_path: Path) -> None:
-    specs = onnx_input_specs(cnn_onnx)
-    ctx = PassContext(
-        input_path=cnn_onnx,
-        input_format="onnx",
-        work_dir=tmp_path,
-        step_index=0,
-        threads=1,
-        tools=WorkerTools(specs, {}, None, 1),
-        inputs=specs,
-    )
+    ctx = onnx_context(cnn_onnx, tmp_path, threads=1)
 
     result = QuantizePass().run(ctx, QuantizeConfig(op="quantize"))
 
