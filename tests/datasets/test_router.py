@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from support import assert_problem
 
 from app.core.config import get_settings
 from app.main import create_app
 
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 SMALL_DATASET_LIMIT = 100_000
 
 
@@ -62,15 +62,6 @@ def _upload(client: Any, data: bytes, filename: str = "data.npz", **fields: str)
     return client.post("/v1/datasets", files=files, data=fields)
 
 
-def _assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body.keys() >= PROBLEM_KEYS
-    assert (body["status"], body["code"]) == (status, code)
-    return body
-
-
 # ---------------------------------------------------------------- accepted
 
 
@@ -110,7 +101,7 @@ def test_object_array_is_invalid_dataset(client: Any) -> None:
 
     response = _upload(client, data)
 
-    _assert_problem(response, 422, "invalid_dataset")
+    assert_problem(response, 422, "invalid_dataset")
 
 
 @pytest.mark.parametrize(
@@ -121,7 +112,7 @@ def test_object_array_is_invalid_dataset(client: Any) -> None:
 def test_non_numeric_array_is_invalid_dataset(client: Any, array: np.ndarray) -> None:
     response = _upload(client, _npz(input=array))
 
-    _assert_problem(response, 422, "invalid_dataset")
+    assert_problem(response, 422, "invalid_dataset")
 
 
 def test_arrays_with_different_sample_counts_are_invalid(client: Any) -> None:
@@ -129,19 +120,19 @@ def test_arrays_with_different_sample_counts_are_invalid(client: Any) -> None:
 
     response = _upload(client, data)
 
-    _assert_problem(response, 422, "invalid_dataset")
+    assert_problem(response, 422, "invalid_dataset")
 
 
 def test_scalar_array_is_invalid(client: Any) -> None:
     response = _upload(client, _npz(input=np.float32(1.0)))
 
-    _assert_problem(response, 422, "invalid_dataset")
+    assert_problem(response, 422, "invalid_dataset")
 
 
 def test_empty_npz_is_invalid(client: Any) -> None:
     response = _upload(client, _npz())
 
-    _assert_problem(response, 422, "invalid_dataset")
+    assert_problem(response, 422, "invalid_dataset")
 
 
 def test_uncompressed_total_over_the_limit_is_invalid(small_client: Any) -> None:
@@ -151,7 +142,7 @@ def test_uncompressed_total_over_the_limit_is_invalid(small_client: Any) -> None
 
     response = _upload(small_client, data)
 
-    _assert_problem(response, 422, "invalid_dataset")
+    assert_problem(response, 422, "invalid_dataset")
 
 
 def test_deflate_bomb_is_invalid(small_client: Any) -> None:
@@ -161,7 +152,7 @@ def test_deflate_bomb_is_invalid(small_client: Any) -> None:
     response = _upload(small_client, data)
 
     assert len(data) < 100_000
-    _assert_problem(response, 422, "invalid_dataset")
+    assert_problem(response, 422, "invalid_dataset")
 
 
 @pytest.mark.parametrize("name", ["../x.npy", "/abs.npy", "dir/x.npy", "..\\x.npy", "x.pkl"])
@@ -171,7 +162,7 @@ def test_unsafe_member_name_is_invalid(client: Any, name: str) -> None:
 
     response = _upload(client, data)
 
-    _assert_problem(response, 422, "invalid_dataset")
+    assert_problem(response, 422, "invalid_dataset")
 
 
 @pytest.mark.parametrize(
@@ -180,7 +171,7 @@ def test_unsafe_member_name_is_invalid(client: Any, name: str) -> None:
 def test_non_zip_is_invalid(client: Any, data: bytes) -> None:
     response = _upload(client, data)
 
-    _assert_problem(response, 422, "invalid_dataset")
+    assert_problem(response, 422, "invalid_dataset")
 
 
 def test_refused_dataset_leaves_nothing_behind(client: Any, env: dict[str, str]) -> None:
@@ -210,7 +201,7 @@ def test_get_returns_the_dataset(client: Any) -> None:
 def test_get_unknown_dataset_is_404_problem(client: Any) -> None:
     response = client.get(f"/v1/datasets/{uuid.uuid4()}")
 
-    _assert_problem(response, 404, "not_found")
+    assert_problem(response, 404, "not_found")
 
 
 def test_list_pages_walk_every_dataset_exactly_once(client: Any) -> None:
@@ -232,5 +223,5 @@ def test_delete_is_204_then_404(client: Any) -> None:
     response = client.delete(f"/v1/datasets/{created['id']}")
 
     assert response.status_code == 204
-    _assert_problem(client.get(f"/v1/datasets/{created['id']}"), 404, "not_found")
-    _assert_problem(client.delete(f"/v1/datasets/{created['id']}"), 404, "not_found")
+    assert_problem(client.get(f"/v1/datasets/{created['id']}"), 404, "not_found")
+    assert_problem(client.delete(f"/v1/datasets/{created['id']}"), 404, "not_found")

@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
+from support import assert_problem
 
 from app.core.auth import create_key
 from app.core.config import get_settings
 from app.db.orm import ApiKey, Artifact, MlModel, Tenant
 from app.db.session import session_scope
 from app.main import create_app
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 
 
 @pytest.fixture
@@ -76,15 +75,6 @@ def a_objects(
     return {"model": model["id"], "dataset": dataset["id"], "job": job["id"]}
 
 
-def _assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body.keys() >= PROBLEM_KEYS
-    assert (body["status"], body["code"]) == (status, code)
-    return body
-
-
 # ---------------------------------------------------------------- API-01
 
 
@@ -104,7 +94,7 @@ def test_v1_without_key_is_401_problem(auth_client: Any, method: str, path: str)
     """API-01: every `/v1` call needs a key (PRODUCT.md, REST API v1)."""
     response = auth_client.request(method, path)
 
-    _assert_problem(response, 401, "unauthorized")
+    assert_problem(response, 401, "unauthorized")
     assert response.headers["www-authenticate"] == "Bearer"
 
 
@@ -125,7 +115,7 @@ def test_malformed_or_unknown_key_is_401_problem(
 ) -> None:
     response = auth_client.get("/v1/models", headers={"Authorization": authorization})
 
-    _assert_problem(response, 401, "unauthorized")
+    assert_problem(response, 401, "unauthorized")
     assert response.headers["www-authenticate"] == "Bearer"
 
 
@@ -134,7 +124,7 @@ def test_known_key_id_with_wrong_secret_is_401(auth_client: Any, keys: dict[str,
 
     response = auth_client.get("/v1/models", headers=_auth(prefix + "_" + "y" * 43))
 
-    _assert_problem(response, 401, "unauthorized")
+    assert_problem(response, 401, "unauthorized")
 
 
 def test_revoked_key_is_401(auth_client: Any, env: dict[str, str], keys: dict[str, str]) -> None:
@@ -143,7 +133,7 @@ def test_revoked_key_is_401(auth_client: Any, env: dict[str, str], keys: dict[st
 
     response = auth_client.get("/v1/models", headers=_auth(keys["a"]))
 
-    _assert_problem(response, 401, "unauthorized")
+    assert_problem(response, 401, "unauthorized")
 
 
 def test_valid_key_is_accepted(auth_client: Any, keys: dict[str, str]) -> None:
@@ -195,7 +185,7 @@ def test_other_tenants_object_is_404_like_a_random_id(
 
     response = auth_client.request(method, template.format(**a_objects), headers=_auth(keys["b"]))
 
-    _assert_problem(response, 404, "not_found")
+    assert_problem(response, 404, "not_found")
     assert _comparable(response, a_objects[kind]) == _comparable(other, random_id)
 
 
@@ -235,7 +225,7 @@ def test_job_on_other_tenants_model_looks_like_a_missing_model(
 
     response = auth_client.post("/v1/jobs", json=spec, headers=_auth(keys["b"]))
 
-    _assert_problem(response, 422, "spec_invalid")
+    assert_problem(response, 422, "spec_invalid")
     assert _comparable(response, a_objects["model"]) == _comparable(expected, missing["model_id"])
 
 

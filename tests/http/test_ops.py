@@ -8,19 +8,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support import assert_problem
 
 from app.main import create_app
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
-
-
-def _assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body.keys() >= PROBLEM_KEYS
-    assert (body["status"], body["code"]) == (status, code)
-    return body
 
 
 def _asset_urls(html: str) -> list[str]:
@@ -136,13 +126,13 @@ def test_passes_declare_formats_and_devices(client: Any) -> None:
 def test_unknown_route_is_404_problem(client: Any) -> None:
     response = client.get("/v1/nothing-here")
 
-    _assert_problem(response, 404, "not_found")
+    assert_problem(response, 404, "not_found")
 
 
 def test_wrong_method_is_405_problem(client: Any) -> None:
     response = client.put("/v1/models")
 
-    _assert_problem(response, 405, "method_not_allowed")
+    assert_problem(response, 405, "method_not_allowed")
 
 
 @pytest.fixture
@@ -162,7 +152,7 @@ def test_unexpected_error_is_500_problem_with_request_id_only(crashing_client: A
     """API-07: a 500 says only that it failed and under which request id."""
     response = crashing_client.get("/boom")
 
-    body = _assert_problem(response, 500, "internal_error")
+    body = assert_problem(response, 500, "internal_error")
     assert re.fullmatch(r"[0-9a-f]{32}", body["instance"])
     assert body["instance"] in body["detail"]
     for leak in ("secret", "Traceback", "RuntimeError", "/srv/", "SELECT", "app.py"):

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import update
+from support import assert_problem
 
 from app.db.orm import MlModel
 from app.db.session import session_scope
 
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 INPUTS = [{"name": "input", "dtype": "float32", "shape": ["batch", 32]}]
 OUTPUTS = [{"name": "output", "dtype": "float32", "shape": ["batch", 10]}]
 
@@ -44,15 +44,6 @@ def model_id(client: Any, env: dict[str, str], mlp_onnx: Path) -> str:
 
 def _spec(model_id: str, **extra: Any) -> dict[str, Any]:
     return {"model_id": model_id, "steps": [{"op": "quantize", "mode": "dynamic"}], **extra}
-
-
-def _assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body.keys() >= PROBLEM_KEYS
-    assert (body["status"], body["code"]) == (status, code)
-    return body
 
 
 def _pointers(body: dict[str, Any]) -> list[str]:
@@ -87,7 +78,7 @@ def test_submitted_job_is_readable_at_its_location(client: Any, model_id: str) -
 def test_unknown_top_level_field_is_422_with_pointer(client: Any, model_id: str) -> None:
     response = client.post("/v1/jobs", json=_spec(model_id, colour="blue"))
 
-    body = _assert_problem(response, 422, "validation_error")
+    body = assert_problem(response, 422, "validation_error")
     assert "/colour" in _pointers(body)
 
 
@@ -96,7 +87,7 @@ def test_unknown_op_is_422(client: Any, model_id: str) -> None:
 
     response = client.post("/v1/jobs", json=spec)
 
-    body = _assert_problem(response, 422, "validation_error")
+    body = assert_problem(response, 422, "validation_error")
     assert any(p.startswith("/steps/0") for p in _pointers(body))
 
 
@@ -105,7 +96,7 @@ def test_unknown_step_field_is_422(client: Any, model_id: str) -> None:
 
     response = client.post("/v1/jobs", json=spec)
 
-    _assert_problem(response, 422, "validation_error")
+    assert_problem(response, 422, "validation_error")
 
 
 @pytest.mark.parametrize("steps", [[], None], ids=["empty", "missing"])
@@ -114,7 +105,7 @@ def test_steps_are_required(client: Any, model_id: str, steps: list | None) -> N
 
     response = client.post("/v1/jobs", json=spec)
 
-    _assert_problem(response, 422, "validation_error")
+    assert_problem(response, 422, "validation_error")
 
 
 def test_model_not_ready_is_spec_invalid(client: Any, mlp_onnx: Path) -> None:
@@ -122,14 +113,14 @@ def test_model_not_ready_is_spec_invalid(client: Any, mlp_onnx: Path) -> None:
 
     response = client.post("/v1/jobs", json=_spec(validating))
 
-    body = _assert_problem(response, 422, "spec_invalid")
+    body = assert_problem(response, 422, "spec_invalid")
     assert body["pointer"] == "/model_id"
 
 
 def test_missing_model_is_spec_invalid(client: Any) -> None:
     response = client.post("/v1/jobs", json=_spec(str(uuid.uuid4())))
 
-    body = _assert_problem(response, 422, "spec_invalid")
+    body = assert_problem(response, 422, "spec_invalid")
     assert body["pointer"] == "/model_id"
 
 
@@ -138,7 +129,7 @@ def test_unknown_evaluation_dataset_is_spec_invalid(client: Any, model_id: str) 
 
     response = client.post("/v1/jobs", json=spec)
 
-    body = _assert_problem(response, 422, "spec_invalid")
+    body = assert_problem(response, 422, "spec_invalid")
     assert body["pointer"] == "/evaluation/dataset_id"
 
 
@@ -157,7 +148,7 @@ def test_mass_assignment_is_refused(client: Any, model_id: str, field: dict[str,
     """API-04: server-owned fields cannot be set by the client."""
     response = client.post("/v1/jobs", json=_spec(model_id, **field))
 
-    body = _assert_problem(response, 422, "validation_error")
+    body = assert_problem(response, 422, "validation_error")
     assert f"/{next(iter(field))}" in _pointers(body)
     assert client.get("/v1/jobs").json()["items"] == []
 
@@ -187,7 +178,7 @@ def test_out_of_range_numbers_are_422(client: Any, model_id: str, extra: str) ->
 
     response = client.post("/v1/jobs", content=raw, headers={"content-type": "application/json"})
 
-    _assert_problem(response, 422, "validation_error")
+    assert_problem(response, 422, "validation_error")
 
 
 # ---------------------------------------------------------------- idempotency (API-15)
@@ -211,7 +202,7 @@ def test_same_idempotency_key_with_other_body_is_409(client: Any, model_id: str)
 
     response = client.post("/v1/jobs", json=other, headers=headers)
 
-    _assert_problem(response, 409, "idempotency_conflict")
+    assert_problem(response, 409, "idempotency_conflict")
     assert len(client.get("/v1/jobs").json()["items"]) == 1
 
 
@@ -226,7 +217,7 @@ def test_without_idempotency_key_each_post_is_a_new_job(client: Any, model_id: s
 def test_idempotency_key_over_255_chars_is_422(client: Any, model_id: str) -> None:
     response = client.post("/v1/jobs", json=_spec(model_id), headers={"Idempotency-Key": "k" * 256})
 
-    _assert_problem(response, 422, "validation_error")
+    assert_problem(response, 422, "validation_error")
 
 
 def test_non_json_body_is_422(client: Any) -> None:
@@ -234,4 +225,4 @@ def test_non_json_body_is_422(client: Any) -> None:
         "/v1/jobs", content=json.dumps({"a": 1})[:-1], headers={"content-type": "application/json"}
     )
 
-    _assert_problem(response, 422, "validation_error")
+    assert_problem(response, 422, "validation_error")

@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import update
+from support import assert_problem
 
 from app.db.orm import MlModel
 from app.db.session import session_scope
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 
 
 @pytest.fixture
@@ -46,15 +45,6 @@ def _submit(client: Any, model_id: str) -> str:
     return str(client.post("/v1/jobs", json=spec).json()["id"])
 
 
-def _assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body.keys() >= PROBLEM_KEYS
-    assert (body["status"], body["code"]) == (status, code)
-    return body
-
-
 # ---------------------------------------------------------------- cancel (JOB-12)
 
 
@@ -81,13 +71,13 @@ def test_cancel_again_is_409_already_terminal(client: Any, job: dict[str, Any]) 
 
     response = client.post(f"/v1/jobs/{job['id']}/cancel")
 
-    _assert_problem(response, 409, "already_terminal")
+    assert_problem(response, 409, "already_terminal")
 
 
 def test_cancel_unknown_job_is_404(client: Any) -> None:
     response = client.post(f"/v1/jobs/{uuid.uuid4()}/cancel")
 
-    _assert_problem(response, 404, "not_found")
+    assert_problem(response, 404, "not_found")
 
 
 # ---------------------------------------------------------------- reads
@@ -96,7 +86,7 @@ def test_cancel_unknown_job_is_404(client: Any) -> None:
 def test_get_unknown_job_is_404_problem(client: Any) -> None:
     response = client.get(f"/v1/jobs/{uuid.uuid4()}")
 
-    _assert_problem(response, 404, "not_found")
+    assert_problem(response, 404, "not_found")
 
 
 def test_list_filters_by_status(client: Any, model_id: str) -> None:
@@ -113,7 +103,7 @@ def test_list_filters_by_status(client: Any, model_id: str) -> None:
 def test_unknown_status_filter_is_422(client: Any) -> None:
     response = client.get("/v1/jobs", params={"status": "done"})
 
-    _assert_problem(response, 422, "validation_error")
+    assert_problem(response, 422, "validation_error")
 
 
 def test_list_pages_walk_every_job_exactly_once(client: Any, model_id: str) -> None:
@@ -135,7 +125,7 @@ def test_list_pages_walk_every_job_exactly_once(client: Any, model_id: str) -> N
 def test_model_with_jobs_cannot_be_deleted(client: Any, model_id: str, job: dict[str, Any]) -> None:
     response = client.delete(f"/v1/models/{model_id}")
 
-    _assert_problem(response, 409, "model_in_use")
+    assert_problem(response, 409, "model_in_use")
 
 
 # ---------------------------------------------------------------- artifacts and reports
@@ -145,17 +135,17 @@ def test_model_with_jobs_cannot_be_deleted(client: Any, model_id: str, job: dict
 def test_unknown_artifact_is_404(client: Any, job: dict[str, Any], name: str) -> None:
     response = client.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
 
-    _assert_problem(response, 404, "not_found")
+    assert_problem(response, 404, "not_found")
 
 
 def test_artifact_of_unknown_job_is_404(client: Any) -> None:
     response = client.get(f"/v1/jobs/{uuid.uuid4()}/artifacts/model.onnx")
 
-    _assert_problem(response, 404, "not_found")
+    assert_problem(response, 404, "not_found")
 
 
 @pytest.mark.parametrize("path", ["report", "report.html"])
 def test_report_of_job_without_report_is_404(client: Any, job: dict[str, Any], path: str) -> None:
     response = client.get(f"/v1/jobs/{job['id']}/{path}")
 
-    _assert_problem(response, 404, "not_found")
+    assert_problem(response, 404, "not_found")

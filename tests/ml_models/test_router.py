@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
+from support import assert_problem
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +30,6 @@ def _upload(
     **fields: str,
 ) -> Any:
     return client.post("/v1/models", files={"file": (filename, data, content_type)}, data=fields)
-
-
-def _assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body.keys() >= PROBLEM_KEYS
-    assert (body["status"], body["code"]) == (status, code)
-    return body
 
 
 def _blob(env: dict[str, str], sha256: str) -> Path:
@@ -156,7 +146,7 @@ def test_read_timestamps_carry_a_utc_offset(client: Any, mlp_onnx: Path) -> None
 def test_get_unknown_model_is_404_problem(client: Any) -> None:
     response = client.get(f"/v1/models/{uuid.uuid4()}")
 
-    _assert_problem(response, 404, "not_found")
+    assert_problem(response, 404, "not_found")
 
 
 def test_list_pages_walk_every_model_exactly_once(
@@ -192,7 +182,7 @@ def test_list_is_newest_first(client: Any, mlp_onnx: Path, cnn_onnx: Path) -> No
 def test_invalid_cursor_is_400_problem(client: Any) -> None:
     response = client.get("/v1/models", params={"cursor": "not-a-cursor"})
 
-    _assert_problem(response, 400, "invalid_cursor")
+    assert_problem(response, 400, "invalid_cursor")
 
 
 @pytest.mark.parametrize("limit", [0, 100_000, -1])
@@ -200,7 +190,7 @@ def test_out_of_range_limit_is_422_problem(client: Any, limit: int) -> None:
     """API-03: page sizes are bounded."""
     response = client.get("/v1/models", params={"limit": limit})
 
-    _assert_problem(response, 422, "validation_error")
+    assert_problem(response, 422, "validation_error")
 
 
 # ---------------------------------------------------------------- download and delete
@@ -224,9 +214,9 @@ def test_delete_is_204_then_404(client: Any, mlp_onnx: Path) -> None:
     deleted = client.delete(f"/v1/models/{created['id']}")
 
     assert deleted.status_code == 204
-    _assert_problem(client.get(f"/v1/models/{created['id']}"), 404, "not_found")
-    _assert_problem(client.get(f"/v1/models/{created['id']}/file"), 404, "not_found")
-    _assert_problem(client.delete(f"/v1/models/{created['id']}"), 404, "not_found")
+    assert_problem(client.get(f"/v1/models/{created['id']}"), 404, "not_found")
+    assert_problem(client.get(f"/v1/models/{created['id']}/file"), 404, "not_found")
+    assert_problem(client.delete(f"/v1/models/{created['id']}"), 404, "not_found")
 
 
 def test_same_bytes_twice_share_one_blob(client: Any, env: dict[str, str], mlp_onnx: Path) -> None:

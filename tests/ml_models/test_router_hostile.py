@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support import assert_problem
 
 from app.core.config import get_settings
 from app.main import create_app
 
-PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 HTML = b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>\n"
 SMALL_LIMIT = 1024
 
@@ -56,16 +56,6 @@ def _upload(client: Any, data: bytes, filename: str = "model.bin", **fields: str
     return client.post("/v1/models", files=files, data=fields)
 
 
-def _assert_problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body.keys() >= PROBLEM_KEYS
-    assert (body["status"], body["code"]) == (status, code)
-    assert body["type"].endswith(code)
-    return body
-
-
 def _left_behind(client: Any, env: dict[str, str], data: bytes) -> dict[str, Any]:
     """What a refused upload could have left: scratch files, a blob, a row."""
     storage = Path(env["MODELPRESS_DATA_DIR"]) / "storage"
@@ -90,7 +80,7 @@ def test_pickled_module_is_422_unsafe_pickle_with_export_hint(
     """MF-04: `torch.save(model)` is refused with a hint to export instead."""
     response = _upload(client, torch_bytes["pickled"], "model.pt")
 
-    body = _assert_problem(response, 422, "unsafe_pickle")
+    body = assert_problem(response, 422, "unsafe_pickle")
     assert "torch.export" in body["detail"]
     assert "torch.nn.modules.container.Sequential" in body["globals"]
 
@@ -101,7 +91,7 @@ def test_raw_pickle_payload_is_422_and_never_runs(client: Any, tmp_path: Path) -
 
     response = _upload(client, pickle.dumps(Touch(canary), protocol=2), "model.pt")
 
-    _assert_problem(response, 422, "unsafe_pickle")
+    assert_problem(response, 422, "unsafe_pickle")
     assert not canary.exists()
 
 
@@ -114,7 +104,7 @@ def test_unknown_bytes_are_415(client: Any, data: bytes) -> None:
     """UP-07: HTML sent as application/octet-stream is still not a model."""
     response = _upload(client, data, "model.onnx")
 
-    _assert_problem(response, 415, "unsupported_model_format")
+    assert_problem(response, 415, "unsupported_model_format")
 
 
 def test_torchscript_without_input_shapes_is_422(
@@ -122,7 +112,7 @@ def test_torchscript_without_input_shapes_is_422(
 ) -> None:
     response = _upload(client, torch_bytes["torchscript"], "model.pt")
 
-    body = _assert_problem(response, 422, "input_shapes_required")
+    body = assert_problem(response, 422, "input_shapes_required")
     assert "input_shapes" in body["detail"]
 
 
@@ -132,7 +122,7 @@ def test_malformed_input_shapes_are_422(
 ) -> None:
     response = _upload(client, torch_bytes["torchscript"], "model.pt", input_shapes=shapes)
 
-    _assert_problem(response, 422, "invalid_input_shapes")
+    assert_problem(response, 422, "invalid_input_shapes")
 
 
 @pytest.mark.parametrize(
@@ -151,26 +141,26 @@ def test_upload_over_the_limit_is_413(small_client: Any, mlp_onnx: Path) -> None
     """UP-02: a file over MODELPRESS_MAX_UPLOAD_BYTES is refused."""
     response = _upload(small_client, mlp_onnx.read_bytes(), "model.onnx")
 
-    _assert_problem(response, 413, "payload_too_large")
+    assert_problem(response, 413, "payload_too_large")
 
 
 def test_upload_at_the_limit_is_not_413(small_client: Any) -> None:
     response = _upload(small_client, b"\x01" * SMALL_LIMIT, "model.onnx")
 
-    _assert_problem(response, 415, "unsupported_model_format")
+    assert_problem(response, 415, "unsupported_model_format")
 
 
 def test_empty_file_is_422_empty_file(client: Any) -> None:
     """UP-01."""
     response = _upload(client, b"", "model.onnx")
 
-    _assert_problem(response, 422, "empty_file")
+    assert_problem(response, 422, "empty_file")
 
 
 def test_body_without_file_part_is_422_missing_file(client: Any) -> None:
     response = client.post("/v1/models", data={"name": "x"}, files={"other": ("a", b"1")})
 
-    _assert_problem(response, 422, "missing_file")
+    assert_problem(response, 422, "missing_file")
 
 
 def test_non_multipart_body_is_400(client: Any, mlp_onnx: Path) -> None:
@@ -180,7 +170,7 @@ def test_non_multipart_body_is_400(client: Any, mlp_onnx: Path) -> None:
         headers={"content-type": "application/octet-stream"},
     )
 
-    _assert_problem(response, 400, "bad_request")
+    assert_problem(response, 400, "bad_request")
 
 
 # ---------------------------------------------------------------- nothing left behind
@@ -249,7 +239,7 @@ def test_chunked_upload_over_the_limit_is_413(small_client: Any, mlp_onnx: Path)
         "/v1/models", content=chunks, headers={"content-type": content_type}
     )
 
-    _assert_problem(response, 413, "payload_too_large")
+    assert_problem(response, 413, "payload_too_large")
 
 
 @pytest.mark.parametrize("length", ["-1", "abc", "99999999999999999999"])
