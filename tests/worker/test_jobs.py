@@ -654,17 +654,13 @@ def labelled_mlp_data(mlp_onnx: Path) -> dict[str, np.ndarray]:
     return {"input": inputs, "labels": labels.astype(np.int64)}
 
 
-def test_evaluation_reports_the_accuracy_a_user_measures(
-    url: str,
-    settings: Settings,
-    tenant: str,
-    mlp_onnx: Path,
-    labelled_mlp_data: dict[str, np.ndarray],
-    tmp_path: Path,
-) -> None:
+def _evaluated_job(
+    url: str, settings: Settings, tenant: str, mlp_onnx: Path, data: dict[str, np.ndarray]
+) -> str:
+    """A queued quantize job evaluated on `data` with a loose 50-point budget."""
     model_id = _model(settings, url, tenant, mlp_onnx.read_bytes())
-    dataset_id = _dataset(settings, url, tenant, labelled_mlp_data)
-    job_id = _job(
+    dataset_id = _dataset(settings, url, tenant, data)
+    return _job(
         url,
         tenant,
         model_id,
@@ -673,6 +669,17 @@ def test_evaluation_reports_the_accuracy_a_user_measures(
         evaluation={"dataset_id": dataset_id, "metric": "accuracy"},
         constraints={"max_accuracy_drop": 0.5},
     )
+
+
+def test_evaluation_reports_the_accuracy_a_user_measures(
+    url: str,
+    settings: Settings,
+    tenant: str,
+    mlp_onnx: Path,
+    labelled_mlp_data: dict[str, np.ndarray],
+    tmp_path: Path,
+) -> None:
+    job_id = _evaluated_job(url, settings, tenant, mlp_onnx, labelled_mlp_data)
 
     status = execute_job(job_id, settings)
 
@@ -702,17 +709,7 @@ def test_evaluation_verdict_meets_a_loose_budget(
     mlp_onnx: Path,
     labelled_mlp_data: dict[str, np.ndarray],
 ) -> None:
-    model_id = _model(settings, url, tenant, mlp_onnx.read_bytes())
-    dataset_id = _dataset(settings, url, tenant, labelled_mlp_data)
-    job_id = _job(
-        url,
-        tenant,
-        model_id,
-        steps=[{"op": "quantize"}],
-        benchmark=QUICK_BENCHMARK,
-        evaluation={"dataset_id": dataset_id, "metric": "accuracy"},
-        constraints={"max_accuracy_drop": 0.5},
-    )
+    job_id = _evaluated_job(url, settings, tenant, mlp_onnx, labelled_mlp_data)
 
     execute_job(job_id, settings)
 
