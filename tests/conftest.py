@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from sqlalchemy import text
 
 from app.core.config import get_settings
@@ -136,27 +137,37 @@ def mlp_onnx(tmp_path_factory: pytest.TempPathFactory, mlp_module: object) -> Pa
     return _export(mlp_module, (torch.randn(2, 32),), path, ["input"], {"input": {0: "batch"}})
 
 
+class Cnn(torch.nn.Module):
+    """A small CNN with batch-norm and a residual block, 3x16x16 inputs, 5 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.block = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.stem(x)))
+        y = torch.relu(y + self.block(y))
+        return self.head(y.mean((2, 3)))
+
+
 @pytest.fixture(scope="session")
-def cnn_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small CNN with batch-norm and a residual block, 3x16x16 inputs."""
-    import torch
-
-    class Cnn(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
-            self.bn = torch.nn.BatchNorm2d(8)
-            self.block = torch.nn.Conv2d(8, 8, 3, padding=1)
-            self.head = torch.nn.Linear(8, 5)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            y = torch.relu(self.bn(self.stem(x)))
-            y = torch.relu(y + self.block(y))
-            return self.head(y.mean((2, 3)))
-
+def cnn_module() -> torch.nn.Module:
+    """The CNN, seeded, with non-trivial batch-norm statistics, in eval mode."""
     torch.manual_seed(0)
+    model = Cnn()
+    model.bn.running_mean.uniform_(-0.5, 0.5)
+    model.bn.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def cnn_onnx(tmp_path_factory: pytest.TempPathFactory, cnn_module: torch.nn.Module) -> Path:
+    """The CNN exported to ONNX with a dynamic batch axis."""
     path = tmp_path_factory.mktemp("models") / "cnn.onnx"
-    return _export(Cnn().eval(), (torch.randn(2, 3, 16, 16),), path, ["x"], {"x": {0: "batch"}})
+    return _export(cnn_module, (torch.randn(2, 3, 16, 16),), path, ["x"], {"x": {0: "batch"}})
 
 
 @pytest.fixture(scope="session")

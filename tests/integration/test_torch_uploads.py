@@ -18,20 +18,6 @@ from worker.embedded import work_once
 pytestmark = pytest.mark.integration
 
 
-class Cnn(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(8)
-        self.block = torch.nn.Conv2d(8, 8, 3, padding=1)
-        self.head = torch.nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn(self.stem(x)))
-        y = torch.relu(y + self.block(y))
-        return self.head(y.mean((2, 3)))
-
-
 class Encoder(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -42,14 +28,6 @@ class Encoder(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(self.embed(input_ids)).mean(1))
-
-
-def _cnn() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = Cnn()
-    model.bn.running_mean.uniform_(-0.5, 0.5)  # non-trivial batch-norm statistics
-    model.bn.running_var.uniform_(0.5, 2.0)
-    return model.eval()
 
 
 def _save_pt2(module: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
@@ -103,23 +81,25 @@ def _onnx(path: Path, feed: np.ndarray, name: str) -> np.ndarray:
     return ort.InferenceSession(str(path)).run(None, {name: feed})[0]
 
 
-def test_pt2_cnn_exports_to_onnx_that_matches(client: Any, tmp_path: Path) -> None:
-    module = _cnn()
-    model = _upload(client, _save_pt2(module, torch.randn(2, 3, 16, 16), tmp_path / "cnn.pt2"))
+def test_pt2_cnn_exports_to_onnx_that_matches(
+    client: Any, tmp_path: Path, cnn_module: torch.nn.Module
+) -> None:
+    model = _upload(client, _save_pt2(cnn_module, torch.randn(2, 3, 16, 16), tmp_path / "cnn.pt2"))
 
     job = _job(client, model["id"], [{"op": "export", "format": "onnx"}])
 
     assert model["format"] == "pt2" and model["status"] == "ready"
     assert job["status"] == "succeeded", job["error"]
     x = np.random.default_rng(0).standard_normal((5, 3, 16, 16)).astype(np.float32)
-    expected = module(torch.from_numpy(x)).detach().numpy()
+    expected = cnn_module(torch.from_numpy(x)).detach().numpy()
     np.testing.assert_allclose(_onnx(_download(client, job, tmp_path), x, "x"), expected, atol=1e-4)
 
 
-def test_torchscript_cnn_quantizes_through_an_implicit_export(client: Any, tmp_path: Path) -> None:
-    module = _cnn()
+def test_torchscript_cnn_quantizes_through_an_implicit_export(
+    client: Any, tmp_path: Path, cnn_module: torch.nn.Module
+) -> None:
     path = tmp_path / "cnn.pt"
-    torch.jit.save(torch.jit.script(module), path)
+    torch.jit.save(torch.jit.script(cnn_module), path)
     model = _upload(client, path, "[[1, 3, 16, 16]]")
 
     job = _job(client, model["id"], [{"op": "quantize"}])
@@ -135,21 +115,22 @@ def test_torchscript_cnn_quantizes_through_an_implicit_export(client: Any, tmp_p
         report["baseline"]["runtime"] == "torch" and report["optimized"]["runtime"] == "onnxruntime"
     )
     x = np.random.default_rng(1).standard_normal((4, 3, 16, 16)).astype(np.float32)
-    expected = module(torch.from_numpy(x)).detach().numpy()
+    expected = cnn_module(torch.from_numpy(x)).detach().numpy()
     got = _onnx(_download(client, job, tmp_path), x, "x")
     np.testing.assert_allclose(got, expected, atol=0.1)
 
 
-def test_pt2_cnn_exports_to_torchscript_that_matches(client: Any, tmp_path: Path) -> None:
-    module = _cnn()
-    model = _upload(client, _save_pt2(module, torch.randn(2, 3, 16, 16), tmp_path / "cnn.pt2"))
+def test_pt2_cnn_exports_to_torchscript_that_matches(
+    client: Any, tmp_path: Path, cnn_module: torch.nn.Module
+) -> None:
+    model = _upload(client, _save_pt2(cnn_module, torch.randn(2, 3, 16, 16), tmp_path / "cnn.pt2"))
 
     job = _job(client, model["id"], [{"op": "export", "format": "torchscript"}])
 
     assert job["status"] == "succeeded", job["error"]
     loaded = torch.jit.load(str(_download(client, job, tmp_path)))
     x = torch.randn(6, 3, 16, 16)
-    torch.testing.assert_close(loaded(x), module(x), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(loaded(x), cnn_module(x), atol=1e-4, rtol=1e-4)
 
 
 def test_pt2_transformer_quantizes_and_stays_faithful(client: Any, tmp_path: Path) -> None:
@@ -168,9 +149,11 @@ def test_pt2_transformer_quantizes_and_stays_faithful(client: Any, tmp_path: Pat
     assert cos.min() > 0.98
 
 
-def test_export_from_torchscript_to_pt2_is_refused_at_submit(client: Any, tmp_path: Path) -> None:
+def test_export_from_torchscript_to_pt2_is_refused_at_submit(
+    client: Any, tmp_path: Path, cnn_module: torch.nn.Module
+) -> None:
     path = tmp_path / "cnn.pt"
-    torch.jit.save(torch.jit.script(_cnn()), path)
+    torch.jit.save(torch.jit.script(cnn_module), path)
     model = _upload(client, path, "[[1, 3, 16, 16]]")
 
     response = client.post(
