@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from pydantic import ValidationError
+from support import fixture_feeds
 
 from app.core.errors import JobFailure, SpecInvalid
 from app.passes.base import ModelInfo, PassContext, PassResult
@@ -42,14 +43,9 @@ def _convert(source: Path, work_dir: Path, **fields: Any) -> PassResult:
 
 
 def _feeds(name: str) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(7)
-    if name == "mlp":
-        return {"input": rng.standard_normal((64, 32), dtype=np.float32)}
-    if name == "transformer":
-        return {"input_ids": rng.integers(0, 1000, (16, 24), dtype=np.int64)}
     if name == "overflow":
-        return {"x": rng.standard_normal((16, 8), dtype=np.float32)}
-    return {"x": rng.standard_normal((8, 3, 16, 16), dtype=np.float32)}
+        return {"x": np.random.default_rng(7).standard_normal((16, 8), dtype=np.float32)}
+    return fixture_feeds(name)
 
 
 def _session(path: Path) -> ort.InferenceSession:

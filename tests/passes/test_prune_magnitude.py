@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 from pydantic import ValidationError
+from support import first_output, fixture_feeds
 
 from app.passes.base import PassContext, PassResult
 from app.passes.prune_magnitude import PruneMagnitudeConfig, PruneMagnitudePass
@@ -67,20 +67,6 @@ def _biases(path: Path) -> set[str]:
 def _sparsity(arrays: list[np.ndarray]) -> float:
     total = sum(a.size for a in arrays)
     return 1 - sum(int(np.count_nonzero(a)) for a in arrays) / total
-
-
-def _feeds(name: str) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(7)
-    if name == "mlp":
-        return {"input": rng.standard_normal((64, 32), dtype=np.float32)}
-    if name == "transformer":
-        return {"input_ids": rng.integers(0, 1000, (16, 24), dtype=np.int64)}
-    return {"x": rng.standard_normal((8, 3, 16, 16), dtype=np.float32)}
-
-
-def _outputs(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)[0]
 
 
 @pytest.fixture(scope="module")
@@ -197,11 +183,11 @@ def test_compressed_size_shrinks_and_is_measured(
 def test_pruned_model_still_runs(
     models: dict[str, Path], pruned: dict[tuple[str, str], PassResult], name: str
 ) -> None:
-    feeds = _feeds(name)
+    feeds = fixture_feeds(name)
 
-    candidate = _outputs(pruned[(name, "global")].output_path, feeds)
+    candidate = first_output(pruned[(name, "global")].output_path, feeds)
 
-    assert candidate.shape == _outputs(models[name], feeds).shape
+    assert candidate.shape == first_output(models[name], feeds).shape
     assert np.isfinite(candidate).all()
 
 
@@ -210,8 +196,8 @@ def test_reports_fidelity_to_the_input_model(
 ) -> None:
     feeds = _context(models["mlp"], Path()).tools.example_inputs(2)
 
-    reference = _outputs(models["mlp"], feeds)
-    candidate = _outputs(pruned[("mlp", "global")].output_path, feeds)
+    reference = first_output(models["mlp"], feeds)
+    candidate = first_output(pruned[("mlp", "global")].output_path, feeds)
 
     cosine = (reference * candidate).sum(1) / (
         np.linalg.norm(reference, axis=1) * np.linalg.norm(candidate, axis=1)
@@ -368,7 +354,7 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _accuracy(path: Path, digits: dict[str, Any]) -> float:
-    logits = _outputs(path, {"input": digits["x"]})
+    logits = first_output(path, {"input": digits["x"]})
     return float((logits.argmax(1) == digits["y"]).mean())
 
 

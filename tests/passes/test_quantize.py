@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
+from support import first_output, fixture_feeds
 
 from app.passes.base import PassContext, PassResult
 from app.passes.quantize import QuantizeConfig, QuantizePass
@@ -35,20 +35,6 @@ def _quantize(source: Path, work_dir: Path, **fields: Any) -> PassResult:
 
 def _op_types(path: Path) -> Counter[str]:
     return Counter(node.op_type for node in onnx.load(str(path)).graph.node)
-
-
-def _feeds(name: str) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(7)
-    if name == "mlp":
-        return {"input": rng.standard_normal((64, 32), dtype=np.float32)}
-    if name == "transformer":
-        return {"input_ids": rng.integers(0, 1000, (16, 24), dtype=np.int64)}
-    return {"x": rng.standard_normal((8, 3, 16, 16), dtype=np.float32)}
-
-
-def _outputs(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)[0]
 
 
 def _min_cosine(reference: np.ndarray, candidate: np.ndarray) -> float:
@@ -116,10 +102,10 @@ def test_default_stores_int8_weights(defaults: dict[str, PassResult], name: str)
 def test_outputs_stay_within_tolerance(
     models: dict[str, Path], defaults: dict[str, PassResult], name: str
 ) -> None:
-    feeds = _feeds(name)
+    feeds = fixture_feeds(name)
 
-    reference = _outputs(models[name], feeds)
-    candidate = _outputs(defaults[name].output_path, feeds)
+    reference = first_output(models[name], feeds)
+    candidate = first_output(defaults[name].output_path, feeds)
 
     assert candidate.shape == reference.shape
     assert _min_cosine(reference, candidate) >= MIN_COSINE
@@ -192,7 +178,7 @@ def test_excluded_node_is_reported_float(
 def test_per_channel_choice_runs_and_shapes_the_scales(
     models: dict[str, Path], tmp_path: Path, per_channel: bool
 ) -> None:
-    feeds = _feeds("mlp")
+    feeds = fixture_feeds("mlp")
 
     result = _quantize(models["mlp"], tmp_path, per_channel=per_channel)
 
@@ -201,8 +187,8 @@ def test_per_channel_choice_runs_and_shapes_the_scales(
     sizes = {int(np.prod(i.dims)) for i in scales}
     assert scales
     assert (min(sizes) > 1) if per_channel else (sizes == {1})
-    reference = _outputs(models["mlp"], feeds)
-    assert _min_cosine(reference, _outputs(result.output_path, feeds)) >= MIN_COSINE
+    reference = first_output(models["mlp"], feeds)
+    assert _min_cosine(reference, first_output(result.output_path, feeds)) >= MIN_COSINE
 
 
 @pytest.mark.parametrize("name", ["mlp", "transformer", "cnn"])
