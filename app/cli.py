@@ -44,7 +44,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if args.parent_pid:
             import signal
 
-            from worker.sandbox import die_with_parent
+            from worker.sandbox.limits import die_with_parent
 
             die_with_parent(args.parent_pid, signal.SIGTERM)
         run_embedded_worker(settings)

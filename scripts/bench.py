@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from worker.benchmark import compare_outputs, measure_latency  # noqa: E402
+from worker.measure.benchmark import compare_outputs, measure_latency  # noqa: E402
 
 BATCHES, SEQ, ITERS = [1, 32], 128, 20
 

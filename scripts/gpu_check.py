@@ -1,5 +1,5 @@
 """CUDA check of the job pipeline: the same job (channel pruning + distillation on digits, then
-the report) run through `worker.runner.run_pipeline` with `device: cuda` and `device: cpu`.
+the report) run through `worker.pipeline.job.run_pipeline` with `device: cuda` and `device: cpu`.
 
     python scripts/gpu_check.py OUT_DIR
 
@@ -22,8 +22,8 @@ from sklearn.datasets import load_digits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from worker.inspect import inspect_onnx
-from worker.runner import run_pipeline
+from worker.pipeline.inspect import inspect_onnx
+from worker.pipeline.job import run_pipeline
 
 
 class DigitsCnn(torch.nn.Module):

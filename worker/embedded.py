@@ -13,7 +13,7 @@ from app.db.session import session_scope
 from app.jobs import repository as jobs
 from app.ml_models import repository as models
 from worker import reaper
-from worker.jobs import execute_inspection, execute_job
+from worker.execute import execute_inspection, execute_job
 
 log = logging.getLogger(__name__)
 REAP_EVERY_SECONDS = 5.0

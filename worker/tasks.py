@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that hand an id to worker.jobs (which claims it in the database)."""
+"""Celery tasks: thin: an id to worker.execute, which claims it in the database."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from celery.signals import worker_ready
 from app.core.config import get_settings
 from app.core.queue import INSPECT_MODEL, RUN_JOB
 from worker.celery_app import celery_app
-from worker.jobs import execute_inspection, execute_job
+from worker.execute import execute_inspection, execute_job
 
 
 @celery_app.task(name=RUN_JOB, acks_late=True, reject_on_worker_lost=True)

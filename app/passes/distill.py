@@ -127,7 +127,7 @@ def _distill(ctx: PassContext, config: DistillConfig) -> PassResult:
     import onnx
     import torch
 
-    from app.passes.onnx_torch import to_torch, write_back
+    from worker.onnx_to_torch.module import to_torch, write_back
 
     torch.manual_seed(config.seed)
     warnings: list[str] = []

@@ -163,7 +163,7 @@ def _onnx_to_torchscript(ctx: PassContext, out: Path) -> dict[str, Any]:
     import onnx
     import torch
 
-    from app.passes.onnx_torch import OnnxModule
+    from worker.onnx_to_torch.module import OnnxModule
 
     module = OnnxModule(onnx.load(str(ctx.input_path))).eval()
     with torch.inference_mode():

@@ -140,8 +140,8 @@ class PruneChannelPass(Pass[PruneChannelConfig]):
     def run(self, ctx: PassContext, config: PruneChannelConfig) -> PassResult:
         import onnx
 
-        from app.passes.structure import analyze
-        from app.passes.structure_select import by_ratio, importance
+        from worker.channels.select import by_ratio, importance
+        from worker.channels.state import analyze
 
         model = onnx.load(str(ctx.input_path), load_external_data=False)
         analysis = analyze(model, config.ignore_nodes)
@@ -170,9 +170,9 @@ class PruneNeuronPass(Pass[PruneNeuronConfig]):
     def run(self, ctx: PassContext, config: PruneNeuronConfig) -> PassResult:
         import onnx
 
-        from app.passes.structure import analyze
-        from app.passes.structure_activity import activity
-        from app.passes.structure_select import dead_units
+        from worker.channels.activity import activity
+        from worker.channels.select import dead_units
+        from worker.channels.state import analyze
 
         feeds, _ = ctx.tools.dataset_inputs(
             config.calibration_dataset_id, config.calibration_samples
@@ -203,7 +203,7 @@ class PruneNeuronPass(Pass[PruneNeuronConfig]):
 
 def _finish(ctx: PassContext, analysis: Any, removed: set[int], ignore: list[str]) -> PassResult:
     """Write, check and describe the pruned model."""
-    from app.passes.structure_rewrite import parameter_count, rewrite
+    from worker.channels.rewrite import parameter_count, rewrite
 
     pruned = rewrite(analysis, removed, "prune")
     out = ctx.work_dir / "pruned.onnx"
@@ -355,7 +355,7 @@ def _against_original(
     source: Path, pruned: Path, feeds: dict[str, Any], threads: int
 ) -> tuple[float, float]:
     """(max abs error of the pruned model vs the original, max abs output of the original)."""
-    from app.passes.structure_activity import ORT_DTYPES
+    from worker.channels.activity import ORT_DTYPES
 
     original = _session(source, threads)
     typed = {

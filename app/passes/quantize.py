@@ -255,7 +255,7 @@ def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
 def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     import onnx
 
-    from app.passes.calibration import calibration_reader, preprocess
+    from worker.calibration import calibration_reader, preprocess
 
     assert config.calibration_dataset_id is not None  # _spec_problem refuses it missing
     reader = calibration_reader(

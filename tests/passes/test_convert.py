@@ -25,7 +25,7 @@ from support import fixture_feeds
 from app.core.errors import JobFailure, SpecInvalid
 from app.passes.base import ModelInfo, PassContext, PassResult
 from app.passes.convert import ConvertConfig, ConvertPass, _cpu_has_fp16
-from worker.tools import onnx_context
+from worker.pipeline.tools import onnx_context
 
 MIN_COSINE = 0.999
 MAX_ABS_ERROR = {"fp16": 2e-3, "bf16": 2e-2}

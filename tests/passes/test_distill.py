@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from app.core.errors import JobFailure
 from app.passes.base import PassResult
 from app.passes.distill import DistillConfig, DistillPass
-from worker.tools import onnx_context
+from worker.pipeline.tools import onnx_context
 
 MIN_TEACHER_ACCURACY = 0.95
 MIN_GAIN = 0.2  # accuracy points gained on the test images by distillation

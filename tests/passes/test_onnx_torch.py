@@ -17,7 +17,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from app.core.errors import JobFailure
-from app.passes.onnx_torch import OnnxModule, write_back
+from worker.onnx_to_torch.module import OnnxModule, write_back
 
 ATOL = 1e-4
 RNG = np.random.default_rng(0)

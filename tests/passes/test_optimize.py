@@ -12,8 +12,8 @@ import torch
 
 from app.passes.base import PassResult
 from app.passes.optimize import LEVEL_WARNING, OptimizeConfig, OptimizePass
-from worker.onnx_utils import load_checked
-from worker.tools import onnx_context
+from worker.ort import load_checked
+from worker.pipeline.tools import onnx_context
 
 MAX_ABS_ERROR = 1e-4
 NAMES = ["mlp", "cnn", "transformer"]

@@ -28,8 +28,8 @@ from app.passes.prune_channel import (
     PruneNeuronConfig,
     PruneNeuronPass,
 )
-from app.passes.structure_select import kept_count
-from worker.tools import onnx_context
+from worker.channels.select import kept_count
+from worker.pipeline.tools import onnx_context
 
 # ---------------------------------------------------------------- networks
 
@@ -163,8 +163,8 @@ def image(batch: int, size: int = 8) -> dict[str, np.ndarray]:
 
 
 def parameters(path: Path) -> int:
-    """As the job report counts them (worker.onnx_utils): initializers but int64/int32 ones."""
-    from worker.onnx_utils import parameter_counts
+    """As the job report counts them (worker.ort): initializers but int64/int32 ones."""
+    from worker.ort import parameter_counts
 
     return parameter_counts(onnx.load(str(path)))[0]
 

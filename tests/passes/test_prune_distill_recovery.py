@@ -14,7 +14,7 @@ from sklearn.datasets import load_digits
 from app.passes.base import PassContext
 from app.passes.distill import DistillConfig, DistillPass
 from app.passes.prune_channel import PruneChannelConfig, PruneChannelPass
-from worker.tools import onnx_context
+from worker.pipeline.tools import onnx_context
 
 BUDGET = 0.03
 

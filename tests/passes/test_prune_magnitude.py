@@ -26,7 +26,7 @@ from support import first_output, fixture_feeds
 
 from app.passes.base import PassContext, PassResult
 from app.passes.prune_magnitude import PruneMagnitudeConfig, PruneMagnitudePass
-from worker.tools import onnx_context
+from worker.pipeline.tools import onnx_context
 
 SPARSITY_TOLERANCE = 1e-3
 MAX_DROP_AT_50 = 0.03

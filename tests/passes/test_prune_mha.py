@@ -20,10 +20,10 @@ from onnx import numpy_helper
 
 from app.passes.base import PassResult
 from app.passes.prune_channel import PruneChannelConfig, PruneChannelPass
-from app.passes.structure import analyze
-from app.passes.structure_graph import constants
-from app.passes.structure_rewrite import rewrite
-from worker.tools import onnx_context
+from worker.channels.graph import constants
+from worker.channels.rewrite import rewrite
+from worker.channels.state import analyze
+from worker.pipeline.tools import onnx_context
 
 
 class Layer(torch.nn.Module):

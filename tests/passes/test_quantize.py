@@ -18,7 +18,7 @@ from support import first_output, fixture_feeds
 
 from app.passes.base import PassContext, PassResult
 from app.passes.quantize import QuantizeConfig, QuantizePass
-from worker.tools import onnx_context
+from worker.pipeline.tools import onnx_context
 
 MIN_COSINE = 0.99
 INT8_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}

@@ -22,10 +22,10 @@ import pytest
 
 from app.core.errors import JobFailure, SpecInvalid
 from app.passes.base import ModelInfo, PassContext, PassResult
-from app.passes.calibration import CALIBRATION_BATCH, calibration_reader
 from app.passes.quantize import QuantizeConfig, QuantizePass
-from worker.inputs import onnx_input_specs
-from worker.tools import WorkerTools, onnx_context
+from worker.calibration import CALIBRATION_BATCH, calibration_reader
+from worker.measure.inputs import onnx_input_specs
+from worker.pipeline.tools import WorkerTools, onnx_context
 
 MAX_DROP = 0.01
 INT8_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}

@@ -20,9 +20,9 @@ import torch
 from networks import Bert, Encoder
 from onnx import TensorProto, helper, numpy_helper
 
-from app.passes.structure import Analysis, Group, analyze
-from app.passes.structure_rewrite import parameter_count, rewrite
-from app.passes.structure_select import keep_every_tensor
+from worker.channels.rewrite import parameter_count, rewrite
+from worker.channels.select import keep_every_tensor
+from worker.channels.state import Analysis, Group, analyze
 
 EXPORTERS = ["dynamo", "dynamo-unoptimized", "torchscript"]
 

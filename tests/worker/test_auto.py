@@ -9,7 +9,7 @@ import pytest
 
 from app.core.errors import JobFailure
 from app.jobs.schemas import Constraints
-from worker.auto import _choose
+from worker.pipeline.auto import _choose
 
 
 def _job(objective: str = "latency", **constraints: Any) -> Any:

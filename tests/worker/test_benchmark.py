@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from worker.benchmark import compare_outputs, measure_latency, peak_rss_bytes, rss_bytes
+from worker.measure.benchmark import compare_outputs, measure_latency, peak_rss_bytes, rss_bytes
 
 STAT_KEYS = {"mean", "std", "min", "max", "p50", "p90", "p95", "p99", "iterations", "throughput"}
 

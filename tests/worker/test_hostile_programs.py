@@ -18,7 +18,7 @@ from app.core.config import get_settings
 from app.core.storage import get_storage
 from app.db.orm import MlModel
 from app.db.session import session_scope
-from worker.jobs import execute_inspection
+from worker.execute import execute_inspection
 
 
 class _Payload:

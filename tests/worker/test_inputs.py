@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from worker.inputs import dataset_inputs, onnx_input_specs, synthesize_inputs
+from worker.measure.inputs import dataset_inputs, onnx_input_specs, synthesize_inputs
 
 VOCAB = 1000
 OPSET = [helper.make_opsetid("", 17)]

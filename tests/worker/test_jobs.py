@@ -32,9 +32,9 @@ from app.db.session import session_scope
 from app.jobs import repository as jobs
 from app.jobs.schemas import JobCreate
 from app.jobs.service import spec_digest
-from worker.inputs import synthesize_inputs
-from worker.jobs import execute_inspection, execute_job
-from worker.onnx_utils import signature
+from worker.execute import execute_inspection, execute_job
+from worker.measure.inputs import synthesize_inputs
+from worker.ort import signature
 from worker.reaper import reap_expired
 
 BACKENDS = ["sqlite", "postgresql"]

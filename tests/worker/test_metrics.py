@@ -11,7 +11,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from worker.metrics import score
+from worker.measure.metrics import score
 
 
 @pytest.fixture

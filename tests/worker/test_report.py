@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.jobs.schemas import Constraints
-from worker.report import comparison, verdict
+from worker.report.build import comparison, verdict
 
 
 def _facts(size: int, p50: dict[str, float]) -> dict:

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from worker.report_html import render_html
+from worker.report.html import render_html
 
 HOSTILE_NAME = "<script>alert(1)</script>"
 

@@ -24,8 +24,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from app.core.config import Settings
-from worker.sandbox import LIMITS_ENV
-from worker.supervisor import (
+from worker.sandbox.limits import LIMITS_ENV
+from worker.sandbox.supervisor import (
     PASSTHROUGH_ENV,
     PROJECT_ROOT,
     Outcome,
@@ -334,7 +334,7 @@ def test_memory_limit_stops_a_large_allocation(tmp_path: Path) -> None:
     """ISO-01: under a 512 MB address-space cap, allocating 2 GB raises MemoryError."""
     body = """
         import sys
-        from worker.sandbox import apply_limits
+        from worker.sandbox.limits import apply_limits
 
         apply_limits({"memory_bytes": 512 * 1024 * 1024})
         try:
@@ -357,7 +357,7 @@ def test_file_size_limit_stops_a_large_write(tmp_path: Path) -> None:
     silently)."""
     body = """
         import errno, sys
-        from worker.sandbox import apply_limits
+        from worker.sandbox.limits import apply_limits
 
         apply_limits({"file_bytes": 1024 * 1024})
         try:
@@ -386,7 +386,7 @@ def _can_raise_hard_limits() -> bool:
 def test_lowered_limits_cannot_be_raised_again(tmp_path: Path) -> None:
     body = """
         import resource, sys
-        from worker.sandbox import apply_limits
+        from worker.sandbox.limits import apply_limits
 
         apply_limits({"memory_bytes": 512 * 1024 * 1024, "open_files": 64})
         try:
@@ -617,7 +617,7 @@ def test_child_dies_with_its_supervisor(
             import json
             from pathlib import Path
             from app.core.config import Settings
-            from worker.supervisor import run_sandboxed
+            from worker.sandbox.supervisor import run_sandboxed
 
             settings = Settings(
                 data_dir=Path({str(tmp_path / "data")!r}),

@@ -1,4 +1,4 @@
-"""The per-job child process: `python -m worker.sandbox <scratch>/request.json`.
+"""The per-job child process (`python -m worker.sandbox <scratch>/request.json`).
 
 It runs with no database or broker URL, no secrets, its own scratch directory as HOME and TMPDIR,
 and it lowers its own resource limits before it reads a single byte of the model (address space,
@@ -12,46 +12,11 @@ from __future__ import annotations
 import errno
 import json
 import os
-import resource
-import signal
-import sys
 import traceback
 from pathlib import Path
 from typing import Any
 
-LIMITS_ENV = "MODELPRESS_SANDBOX_LIMITS"
-PR_SET_PDEATHSIG = 1
-
-
-def apply_limits(limits: dict[str, int]) -> None:
-    """Lower soft and hard limits (they cannot be raised again without privileges)."""
-    table = {
-        "memory_bytes": resource.RLIMIT_AS,
-        "cpu_seconds": resource.RLIMIT_CPU,
-        "file_bytes": resource.RLIMIT_FSIZE,
-        "open_files": resource.RLIMIT_NOFILE,
-    }
-    for key, which in table.items():
-        if limits.get(key):
-            resource.setrlimit(which, (limits[key], limits[key]))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # Python ignores SIGXFSZ, so a write past the file limit from native code would be cut short
-    # silently; dying by the signal lets the supervisor report `resource_exhausted`.
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    die_with_parent(limits.get("parent_pid"), signal.SIGKILL)
-
-
-def die_with_parent(parent_pid: int | None, sig: int) -> None:
-    """Ask the kernel to send `sig` to this process when its parent dies (Linux)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, sig)
-    except (OSError, AttributeError):
-        return
-    if parent_pid and os.getppid() != parent_pid:
-        os._exit(1)  # the supervisor died before the death signal was armed
+from worker.sandbox.limits import LIMITS_ENV, apply_limits
 
 
 def write_result(scratch: Path, result: dict[str, Any]) -> None:
@@ -87,11 +52,11 @@ def main(argv: list[str]) -> int:
 
         try:
             if request["kind"] == "inspect":
-                from worker.inspect import inspect_model
+                from worker.pipeline.inspect import inspect_model
 
                 result: dict[str, Any] = {"ok": True, "model": inspect_model(scratch, request)}
             else:
-                from worker.runner import run_pipeline
+                from worker.pipeline.run import run_pipeline
 
                 result = {"ok": True, **run_pipeline(scratch, request)}
         except JobFailure as exc:
@@ -104,6 +69,3 @@ def main(argv: list[str]) -> int:
     write_result(scratch, result)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))

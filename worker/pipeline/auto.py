@@ -9,17 +9,15 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.errors import JobFailure
 from app.passes.registry import REGISTRY
 from app.passes.spec import StepConfig
-from worker.report import comparison, verdict
-
-if TYPE_CHECKING:
-    from worker.runner import JobRun
+from worker.pipeline.job import JobRun, measure_job, run_steps
+from worker.report.build import comparison, verdict
 
 log = logging.getLogger(__name__)
 STEPS = TypeAdapter(list[StepConfig])
@@ -87,8 +85,6 @@ def _miss(record: dict[str, Any], job: JobRun) -> float:
 
 
 def _try(job: JobRun, name: str, steps: list[Any], index: int, total: int) -> dict[str, Any]:
-    from worker.runner import measure_job, run_steps
-
     started = time.perf_counter()
     record: dict[str, Any] = {"name": name, "steps": [s.model_dump(mode="json") for s in steps]}
     span = (0.85 * index / total, 0.85 * (index + 1) / total)

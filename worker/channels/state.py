@@ -276,8 +276,8 @@ def dims_product(dims: list[Any]) -> int:
 
 def analyze(model: Any, ignore_nodes: list[str] | None = None) -> Analysis:
     """Find the channel groups of an ONNX model (not modified; the analysis keeps a reference)."""
-    from app.passes.structure_graph import constants, opset, shapes
-    from app.passes.structure_ops import walk
+    from worker.channels.graph import constants, opset, shapes
+    from worker.channels.ops import walk
 
     walker = Walker(
         graph=model.graph,

@@ -1,4 +1,4 @@
-"""Peak memory of one model, measured alone: `python -m worker.memprobe <request.json>`.
+"""Peak memory of one model, measured alone: `python -m worker.measure.memprobe <request.json>`.
 
 Two models measured in one process cannot be told apart by RSS, so each gets a short-lived
 process of its own (started from the sandbox, whose limits it inherits): it loads the model,
@@ -24,10 +24,10 @@ def _peak_rss_bytes() -> int:
 
 
 def probe(path: Path, fmt: str, specs: list[dict[str, Any]], feeds_request: dict[str, Any]) -> int:
-    """Run `python -m worker.memprobe` on one model; its peak RSS in bytes."""
+    """Run `python -m worker.measure.memprobe` on one model; its peak RSS in bytes."""
     request = {"path": str(path), "format": fmt, "specs": specs, **feeds_request}
     done = subprocess.run(
-        [sys.executable, "-m", "worker.memprobe", json.dumps(request)],
+        [sys.executable, "-m", "worker.measure.memprobe", json.dumps(request)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -37,8 +37,8 @@ def probe(path: Path, fmt: str, specs: list[dict[str, Any]], feeds_request: dict
 
 
 def main(raw: str) -> None:
-    from worker import runtimes
-    from worker.inputs import synthesize_from_specs
+    from worker.measure.inputs import synthesize_from_specs
+    from worker.runtimes import loaded as runtimes
 
     request = json.loads(raw)
     loaded = runtimes.load(

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from app.passes import structure_mha
-from app.passes.structure import Layout, ValueUse, Walker, dims_product, node_attr
+from worker.channels import mha
+from worker.channels.state import Layout, ValueUse, Walker, dims_product, node_attr
 
 Slot = tuple[int, int, int]  # (node index, input index, entry) of a 1-D constant
 
@@ -26,7 +26,7 @@ def reshape_rule(w: Walker, index: int, node: Any) -> None:
     c, count = lx.axis, len(lx.ids)
     if _flatten_leading(w, index, node, target, where, shape):
         return
-    if structure_mha.packed_rule(w, index, node):
+    if mha.packed_rule(w, index, node):
         return
     resolved = _resolve(target, shape, w.shape(node.output[0]), c, copy_zero)
     block = None if resolved is None else _merge_or_keep(resolved, shape, c, count)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from app.passes.structure import Dim, node_attr
+from worker.channels.state import Dim, node_attr
 
 
 def opset(model: Any) -> int:

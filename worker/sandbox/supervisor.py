@@ -15,7 +15,7 @@ from typing import Any
 
 from app.core.config import Settings
 from app.core.errors import JobFailure
-from worker.sandbox import LIMITS_ENV
+from worker.sandbox.limits import LIMITS_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Only these variables reach the child: no database or broker URL, no credentials.

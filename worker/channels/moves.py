@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from app.passes.structure import (
+from worker.channels.state import (
     AttrUse,
     Layout,
     SliceUse,

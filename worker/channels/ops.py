@@ -10,9 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from app.passes import structure_moves as moves
-from app.passes import structure_reshape as reshape
-from app.passes.structure import AttrUse, Layout, SliceUse, Walker, node_attr
+from worker.channels import moves, reshape
+from worker.channels.state import AttrUse, Layout, SliceUse, Walker, node_attr
 
 Rule = Callable[[Walker, int, Any], None]
 

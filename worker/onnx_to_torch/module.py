@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 
 from app.core.errors import JobFailure
-from app.passes import onnx_torch_ops as _ops
-from app.passes import onnx_torch_shape  # noqa: F401  (registers the shape ops)
-from app.passes.onnx_torch_ops import (
+from worker.onnx_to_torch import ops as _ops
+from worker.onnx_to_torch import shape_ops  # noqa: F401  (registers the shape ops)
+from worker.onnx_to_torch.ops import (
     CHECKS,
     FROZEN_SLOTS,
     OPS,

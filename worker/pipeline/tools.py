@@ -9,9 +9,9 @@ import numpy as np
 
 from app.core.errors import JobFailure
 from app.passes.base import PassContext
-from worker import runtimes
-from worker.benchmark import compare_outputs
-from worker.inputs import onnx_input_specs, synthesize_from_specs
+from worker.measure.benchmark import compare_outputs
+from worker.measure.inputs import onnx_input_specs, synthesize_from_specs
+from worker.runtimes import loaded as runtimes
 
 
 class WorkerTools:
@@ -55,7 +55,7 @@ class WorkerTools:
     def dataset_inputs(
         self, dataset_id: str, limit: int | None = None
     ) -> tuple[dict[str, Any], Any]:
-        from worker.inputs import dataset_inputs
+        from worker.measure.inputs import dataset_inputs
 
         names = [s["name"] for s in self.specs]
         try:
@@ -64,7 +64,7 @@ class WorkerTools:
             raise JobFailure("invalid_dataset", f"Dataset {dataset_id}: {exc}") from exc
 
     def load_torch(self, path: Path, fmt: str) -> tuple[Any, Any]:
-        from worker.torch_models import load_program
+        from worker.runtimes.torch_programs import load_program
 
         return load_program(path, fmt)
 

@@ -25,7 +25,7 @@ from app.db.session import session_scope
 from app.jobs import repository as jobs
 from app.jobs.schemas import dataset_refs
 from app.ml_models import repository as models
-from worker.supervisor import Outcome, failure_of, run_sandboxed
+from worker.sandbox.supervisor import Outcome, failure_of, run_sandboxed
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"

@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from app.passes.structure import Analysis, Group
+from worker.channels.state import Analysis, Group
 
 
 def importance(

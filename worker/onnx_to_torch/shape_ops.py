@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from app.passes import onnx_torch_ops as core
-from app.passes.onnx_torch_ops import Node, _ints, _scalar, _tensor, _torch_pad, op
+from worker.onnx_to_torch import ops as core
+from worker.onnx_to_torch.ops import Node, _ints, _scalar, _tensor, _torch_pad, op
 
 
 @op("Shape")

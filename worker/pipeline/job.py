@@ -1,8 +1,7 @@
-"""The pipeline executor, inside the sandbox: run the steps, measure, write the report."""
+"""One job in the sandbox: its spec and tools, its steps in order, original vs result measured."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,19 +11,12 @@ from app.core.errors import JobFailure
 from app.jobs.schemas import JobCreate
 from app.passes.registry import REGISTRY
 from app.passes.spec import plan
-from worker import measure, memprobe, runtimes
-from worker.inputs import onnx_vocab
-from worker.progress import Progress
-from worker.report import (
-    REPORT_SCHEMA_VERSION,
-    comparison,
-    environment,
-    sha256_of,
-    verdict,
-    write_json,
-)
-from worker.report_html import render_html
-from worker.tools import WorkerTools
+from worker.measure import memprobe
+from worker.measure import pair as measure
+from worker.measure.inputs import onnx_vocab
+from worker.pipeline.tools import WorkerTools
+from worker.runtimes import loaded as runtimes
+from worker.sandbox.progress import Progress
 
 MODEL_EXTENSIONS = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2", "tvm": "so"}
 
@@ -34,7 +26,7 @@ def _vocab(source: Path, fmt: str) -> dict[str, int]:
     if fmt == "onnx":
         return onnx_vocab(source)
     if fmt == "pt2":
-        from worker.torch_models import load_program, vocab_sizes
+        from worker.runtimes.torch_programs import load_program, vocab_sizes
 
         return vocab_sizes(load_program(source, fmt)[1])
     return {}
@@ -195,95 +187,4 @@ def _memory(
     return {
         "peak_rss_bytes": peak,
         "measured_in": f"a process of its own: load, then {memprobe.RUNS} runs at batch {batch}",
-    }
-
-
-def run_pipeline(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
-    """Run a job's spec on its model; returns the artifacts written under `scratch/out`."""
-    job = prepare(scratch, request)
-    out = scratch / "out"
-    out.mkdir()
-    extra: dict[str, Any] = {}
-    artifacts: list[dict[str, Any]] = []
-    if job.spec.recipe == "auto":
-        from worker.auto import run_auto
-
-        final_path, final_fmt, steps, extra, artifacts = run_auto(job, out)
-    else:
-        final_path, final_fmt, steps = run_steps(job, list(job.spec.steps or []), scratch / "work")
-    model_name = f"model.{MODEL_EXTENSIONS[final_fmt]}"
-    shutil.copyfile(final_path, out / model_name)
-    if final_fmt == "tvm":  # the compiler step leaves a runner snippet beside the library
-        shutil.copyfile(final_path.parent / "run_tvm.py", out / "run_tvm.py")
-        artifacts.append({"name": "run_tvm.py", "kind": "snippet", "media_type": "text/x-python"})
-    job.progress.emit(0.9, "measuring original vs optimized")
-    measured = measure_job(job, out / model_name, final_fmt)
-    report = _report(job, measured, steps, extra)
-    write_json(out / "report.json", report)
-    (out / "report.html").write_text(render_html(report))
-    write_json(out / "manifest.json", _manifest(job, report, out / model_name))
-    job.progress.emit(1.0, "done")
-    return {
-        "artifacts": [
-            {"name": model_name, "kind": "model", "media_type": "application/octet-stream"},
-            {"name": "report.json", "kind": "report", "media_type": "application/json"},
-            {"name": "report.html", "kind": "report", "media_type": "text/html"},
-            {"name": "manifest.json", "kind": "manifest", "media_type": "application/json"},
-            *artifacts,
-        ],
-        "verdict": report["verdict"],
-    }
-
-
-def _report(
-    job: JobRun, measured: dict[str, Any], steps: list[dict[str, Any]], extra: dict[str, Any]
-) -> dict[str, Any]:
-    comp = {**comparison(measured["baseline"], measured["optimized"]), "noise": measured["noise"]}
-    threads = job.tools.threads
-    report = {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "job_id": job.request["job_id"],
-        "model": job.request["model"]["public"],
-        "baseline": measured["baseline"],
-        "optimized": measured["optimized"],
-        "comparison": comp,
-        "fidelity": measured["fidelity"],
-        "steps": steps,
-        "environment": environment(
-            threads,
-            job.spec.device,
-            sorted({measured[k]["provider"] for k in ("baseline", "optimized")}),
-        ),
-        "benchmark": {
-            **job.spec.benchmark.model_dump(mode="json"),
-            "threads": threads,
-            "interleaved": True,
-            "inputs": job.tools.specs,
-        },
-        "verdict": verdict(job.spec.constraints, comp, measured["optimized"], measured["accuracy"]),
-        **extra,
-    }
-    report["verdict"]["notes"] = (
-        measured["notes"] + report["verdict"]["notes"] + [w for s in steps for w in s["warnings"]]
-    )
-    if extra.get("auto_notes"):
-        report["verdict"]["notes"] = extra.pop("auto_notes") + report["verdict"]["notes"]
-        report.pop("auto_notes", None)
-    if measured["accuracy"] is not None:
-        report["accuracy"] = measured["accuracy"]
-    return report
-
-
-def _manifest(job: JobRun, report: dict[str, Any], model: Path) -> dict[str, Any]:
-    """What a reader needs to reproduce the job: spec, pass versions, libraries, seeds, hashes."""
-    request = job.request
-    return {
-        "job_id": request["job_id"],
-        "spec": job.spec.model_dump(mode="json"),
-        "passes": [{"op": s["op"], "version": s["pass_version"]} for s in report["steps"]],
-        "libraries": report["environment"]["libraries"],
-        "seeds": {"benchmark_inputs": "batch size", "fidelity_inputs": "1000 + chunk index"},
-        "input_model_sha256": request["model"]["public"]["sha256"],
-        "datasets_sha256": request.get("datasets_sha256", {}),
-        "outputs": {model.name: sha256_of(model)},
     }

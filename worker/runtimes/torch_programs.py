@@ -167,7 +167,7 @@ def load_runner(
 
 def inspect_torch(path: Path, fmt: str, input_shapes: Any, threads: int) -> dict[str, Any]:
     """Load a program, find its signature, run it once on synthesized inputs."""
-    from worker.inputs import synthesize_from_specs
+    from worker.measure.inputs import synthesize_from_specs
 
     module, program = load_program(path, fmt)
     specs = program_inputs(program) if program is not None else script_inputs(module, input_shapes)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from app.passes.structure import Analysis
+from worker.channels.state import Analysis
 
 Edit = tuple[str, int, Any]  # ("take" | "zero", axis, indices) or ("set", position, value)
 Slot = tuple[int, int]  # (node index, input index)

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from app.passes.structure import Dim, Layout, ValueUse, Walker, node_attr
+from worker.channels.state import Dim, Layout, ValueUse, Walker, node_attr
 
 SHAPE_OPS = frozenset({"Squeeze", "Unsqueeze", "Reshape", "Cast", "Identity"})
 
 
 def packed_rule(w: Walker, index: int, node: Any) -> bool:
     """Follow a packed q/k/v reshape through to the unfolded heads; False if it is not one."""
-    from app.passes import structure_reshape as reshape
+    from worker.channels import reshape
 
     lx, shape = w.layouts[node.input[0]], w.shape(node.input[0])
     found = reshape._target(w, index, node)

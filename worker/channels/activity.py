@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from app.passes.structure import Analysis
+from worker.channels.state import Analysis
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,

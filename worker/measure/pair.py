@@ -11,9 +11,9 @@ import numpy as np
 
 from app.core.storage import compressed_size
 from app.jobs.schemas import JobCreate
-from worker import runtimes
-from worker.benchmark import compare_outputs, measure_latency
-from worker.inputs import dataset_inputs, synthesize_from_specs
+from worker.measure.benchmark import compare_outputs, measure_latency
+from worker.measure.inputs import dataset_inputs, synthesize_from_specs
+from worker.runtimes import loaded as runtimes
 
 FIDELITY_SAMPLES = 32
 MAX_EVAL_SAMPLES = 10_000
@@ -25,10 +25,10 @@ def _parameters(loaded: runtimes.Loaded) -> tuple[int | None, int | None]:
     if loaded.format == "tvm":
         return None, None  # weights are compiled into the library: not countable from it
     if loaded.format == "onnx":
-        from worker.onnx_utils import load_checked, parameter_counts
+        from worker.ort import load_checked, parameter_counts
 
         return parameter_counts(load_checked(loaded.path))
-    from worker.torch_models import parameter_counts as torch_counts
+    from worker.runtimes.torch_programs import parameter_counts as torch_counts
 
     return torch_counts(loaded.run.module)
 
@@ -185,7 +185,7 @@ def _both(pair: Pair, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[An
 
 
 def _accuracy(metric: str, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    from worker.metrics import score
+    from worker.measure.metrics import score
 
     base, opt = score(metric, ref, labels), score(metric, cand, labels)
     lower_is_better = metric in ("mse", "mae")  # the drop is then the rise in error

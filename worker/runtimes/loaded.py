@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.benchmark import rss_bytes
+from worker.measure.benchmark import rss_bytes
 
 
 @dataclass
@@ -34,7 +34,7 @@ def load(
     """Load `path` in its runtime on `device`; `specs` give the input order for torch."""
     before = rss_bytes()
     if fmt == "onnx":
-        from worker.onnx_utils import make_session, signature
+        from worker.ort import make_session, signature
 
         session, load_ms = make_session(path, threads, device)
         inputs, outputs = signature(session)
@@ -51,7 +51,7 @@ def load(
         )
     if fmt == "tvm":
         return _load_tvm(path, specs, before)
-    from worker.torch_models import TorchRunner, load_program
+    from worker.runtimes.torch_programs import TorchRunner, load_program
 
     start = time.perf_counter()
     module, program = load_program(path, fmt)

@@ -1,0 +1,108 @@
+"""A job's whole run in the sandbox: steps (or `recipe: auto`), measurement, report, manifest."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from worker.pipeline.auto import run_auto
+from worker.pipeline.job import MODEL_EXTENSIONS, JobRun, measure_job, prepare, run_steps
+from worker.report.build import (
+    REPORT_SCHEMA_VERSION,
+    comparison,
+    environment,
+    sha256_of,
+    verdict,
+    write_json,
+)
+from worker.report.html import render_html
+
+
+def run_pipeline(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """Run a job's spec on its model; returns the artifacts written under `scratch/out`."""
+    job = prepare(scratch, request)
+    out = scratch / "out"
+    out.mkdir()
+    extra: dict[str, Any] = {}
+    artifacts: list[dict[str, Any]] = []
+    if job.spec.recipe == "auto":
+        final_path, final_fmt, steps, extra, artifacts = run_auto(job, out)
+    else:
+        final_path, final_fmt, steps = run_steps(job, list(job.spec.steps or []), scratch / "work")
+    model_name = f"model.{MODEL_EXTENSIONS[final_fmt]}"
+    shutil.copyfile(final_path, out / model_name)
+    if final_fmt == "tvm":  # the compiler step leaves a runner snippet beside the library
+        shutil.copyfile(final_path.parent / "run_tvm.py", out / "run_tvm.py")
+        artifacts.append({"name": "run_tvm.py", "kind": "snippet", "media_type": "text/x-python"})
+    job.progress.emit(0.9, "measuring original vs optimized")
+    measured = measure_job(job, out / model_name, final_fmt)
+    report = _report(job, measured, steps, extra)
+    write_json(out / "report.json", report)
+    (out / "report.html").write_text(render_html(report))
+    write_json(out / "manifest.json", _manifest(job, report, out / model_name))
+    job.progress.emit(1.0, "done")
+    return {
+        "artifacts": [
+            {"name": model_name, "kind": "model", "media_type": "application/octet-stream"},
+            {"name": "report.json", "kind": "report", "media_type": "application/json"},
+            {"name": "report.html", "kind": "report", "media_type": "text/html"},
+            {"name": "manifest.json", "kind": "manifest", "media_type": "application/json"},
+            *artifacts,
+        ],
+        "verdict": report["verdict"],
+    }
+
+
+def _report(
+    job: JobRun, measured: dict[str, Any], steps: list[dict[str, Any]], extra: dict[str, Any]
+) -> dict[str, Any]:
+    comp = {**comparison(measured["baseline"], measured["optimized"]), "noise": measured["noise"]}
+    threads = job.tools.threads
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "job_id": job.request["job_id"],
+        "model": job.request["model"]["public"],
+        "baseline": measured["baseline"],
+        "optimized": measured["optimized"],
+        "comparison": comp,
+        "fidelity": measured["fidelity"],
+        "steps": steps,
+        "environment": environment(
+            threads,
+            job.spec.device,
+            sorted({measured[k]["provider"] for k in ("baseline", "optimized")}),
+        ),
+        "benchmark": {
+            **job.spec.benchmark.model_dump(mode="json"),
+            "threads": threads,
+            "interleaved": True,
+            "inputs": job.tools.specs,
+        },
+        "verdict": verdict(job.spec.constraints, comp, measured["optimized"], measured["accuracy"]),
+        **extra,
+    }
+    report["verdict"]["notes"] = (
+        measured["notes"] + report["verdict"]["notes"] + [w for s in steps for w in s["warnings"]]
+    )
+    if extra.get("auto_notes"):
+        report["verdict"]["notes"] = extra.pop("auto_notes") + report["verdict"]["notes"]
+        report.pop("auto_notes", None)
+    if measured["accuracy"] is not None:
+        report["accuracy"] = measured["accuracy"]
+    return report
+
+
+def _manifest(job: JobRun, report: dict[str, Any], model: Path) -> dict[str, Any]:
+    """What a reader needs to reproduce the job: spec, pass versions, libraries, seeds, hashes."""
+    request = job.request
+    return {
+        "job_id": request["job_id"],
+        "spec": job.spec.model_dump(mode="json"),
+        "passes": [{"op": s["op"], "version": s["pass_version"]} for s in report["steps"]],
+        "libraries": report["environment"]["libraries"],
+        "seeds": {"benchmark_inputs": "batch size", "fidelity_inputs": "1000 + chunk index"},
+        "input_model_sha256": request["model"]["public"]["sha256"],
+        "datasets_sha256": request.get("datasets_sha256", {}),
+        "outputs": {model.name: sha256_of(model)},
+    }
