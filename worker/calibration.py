@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from app.core.errors import JobFailure
-from app.passes.base import PassTools
 
 CALIBRATION_BATCH = 16  # samples per calibration inference
 
@@ -49,15 +49,14 @@ class CalibrationReader:
 
 
 def calibration_reader(
-    tools: PassTools, specs: list[dict[str, Any]], dataset_id: str, limit: int
+    arrays: dict[str, np.ndarray], specs: list[dict[str, Any]], dataset_id: str
 ) -> CalibrationReader:
-    """A reader over the first `limit` samples of an uploaded dataset.
+    """A reader over the arrays of an uploaded dataset, bound to the model's inputs.
 
     Raises:
         JobFailure: the dataset does not fit the model's inputs (rank, fixed dims, dtype), or
             holds fewer samples than the model's fixed batch size.
     """
-    arrays, _labels = tools.dataset_inputs(dataset_id, limit)
     bound = {spec["name"]: _conform(arrays[spec["name"]], spec, dataset_id) for spec in specs}
     counts = {a.shape[0] for a in bound.values() if a.ndim > 0}
     samples = min(counts, default=1)
@@ -107,8 +106,6 @@ def _conform(array: np.ndarray, spec: dict[str, Any], dataset_id: str) -> np.nda
 def preprocess(model: Path, work_dir: Path) -> tuple[Path, list[str]]:
     """ONNX Runtime's recommended pre-processing (shape inference, graph cleanup) before
     calibration: the model to quantize, and warnings (a model it fails on is used as it is)."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     out = work_dir / "preprocessed.onnx"
     try:
         quant_pre_process(str(model), str(out))

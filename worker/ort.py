@@ -6,6 +6,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, numpy_helper
+
 from app.core.errors import JobFailure
 
 ALLOWED_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
@@ -29,8 +33,6 @@ def load_checked(path: Path) -> Any:
     Raises:
         JobFailure: `model_rejected` with the reason.
     """
-    import onnx
-
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
@@ -56,8 +58,6 @@ def load_checked(path: Path) -> Any:
 def parameter_counts(model: Any) -> tuple[int, int]:
     """(elements, non-zero elements) of the graph's weights: every initializer but the int32/int64
     ones, which are shape arithmetic (int8 weights of a quantized model do count)."""
-    from onnx import TensorProto, numpy_helper
-
     total = nonzero = 0
     for tensor in model.graph.initializer:
         if tensor.data_type in (TensorProto.INT64, TensorProto.INT32):
@@ -77,8 +77,6 @@ def opset_of(model: Any) -> int | None:
 
 def providers_for(device: str) -> list[str]:
     """ONNX Runtime providers for a device: CUDA first where this onnxruntime has it."""
-    import onnxruntime as ort
-
     if device == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
@@ -86,8 +84,6 @@ def providers_for(device: str) -> list[str]:
 
 def make_session(path: Path, threads: int, device: str = "cpu") -> tuple[Any, float]:
     """An ONNX Runtime session with fixed threads; returns it and its load time in ms."""
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -1,26 +1,16 @@
 """`quantize`: int8 quantization of ONNX models with ONNX Runtime.
 
-Defaults are measured on this AVX-512 VNNI CPU (FIELD-NOTES.md, BENCHMARKS.md). Both modes:
-per-channel int8 weights (per-tensor lost up to 0.16 cosine on a transformer), `reduce_range` off
-(worse fidelity, no faster), MatMuls only where the second input is a weight. `dynamic`: only
-MatMul/Gemm/Gather (embeddings: 35 -> 11 MB on an encoder, cosine change < 1e-5), since dynamic
-convolutions become ConvInteger, 5-12x slower than float. `static`: QDQ with uint8 activations
-(int8 activations made a 64-128 channel CNN 2x slower than float at batch 1, uint8 2.9x faster),
-min-max calibration (entropy and percentile took twice as long for the same accuracy), and
-besides Conv/MatMul/Gemm the ops that ONNX Runtime runs in int8 on CPU (Add, Relu, Clip, pooling,
-Concat), which keep activations int8 between convolutions (0.46x -> 0.33x float at batch 32).
+The catalog side (config, checks); the pass that runs it is worker/passes/quantize.py.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from pydantic import Field
 
-from app.core.errors import JobFailure, SpecInvalid
-from app.passes.base import ModelInfo, Pass, PassConfig, PassContext, PassResult
+from app.core.errors import SpecInvalid
+from app.passes.base import ModelInfo, PassConfig, Technique
 
 # What ONNX Runtime 1.32 quantizes: statically (its QDQ and QOperator registries) and, for
 # Attention and LSTM, dynamically only.
@@ -31,10 +21,14 @@ OpType = Literal[
     "Flatten", "Squeeze", "Unsqueeze", "ArgMax", "TopK", "CumSum", "BatchNormalization",
     "InstanceNormalization", "LayerNormalization", "Attention", "LSTM",
 ]  # fmt: skip
+
+
 ALLOWED_OP_TYPES = {
     "dynamic": frozenset({"MatMul", "Gemm", "Attention", "LSTM", "Gather", "Conv"}),
     "static": frozenset(get_args(OpType)) - {"Attention", "LSTM"},
 }
+
+
 DEFAULT_OP_TYPES: dict[str, tuple[str, ...]] = {
     "dynamic": ("MatMul", "Gemm", "Gather"),
     "static": (
@@ -42,17 +36,12 @@ DEFAULT_OP_TYPES: dict[str, tuple[str, ...]] = {
         "GlobalAveragePool", "Concat",
     ),
 }  # fmt: skip
+
+
 STATIC_ONLY = ("calibration", "calibration_samples", "format")  # besides the dataset id
-SMALL_CALIBRATION = 32
+
+
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-CONV_WARNING = (
-    "Dynamic quantization turns Conv into ConvInteger, which runs several times slower than "
-    "float32 on CPU; convolutions want static (QDQ) quantization."
-)
-STATIC_HINT = (
-    "{count} Conv node(s) stay float32: dynamic quantization cannot speed up convolutions. "
-    "`mode: static` with a `calibration_dataset_id` quantizes them (int8 QDQ)."
-)
 
 
 class QuantizeConfig(PassConfig):
@@ -110,36 +99,13 @@ class QuantizeConfig(PassConfig):
     )
 
 
-GEMM_SUFFIX = "_MatMul"  # ONNX Runtime's name for a Gemm it rewrites as MatMul + Add
-WEIGHT_INPUT = {"Gather": 0}  # which input holds the weight; 1 for the others
-
-
-def _weight_nodes(model: Any, op_types: set[str]) -> dict[str, str]:
-    """Nodes of the chosen types whose weight is a float initializer: what can be quantized
-    (shape arithmetic such as Shape -> Gather is not a candidate, nor reported as kept float)."""
-    from onnx import TensorProto
-
-    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
-    weights = {t.name for t in model.graph.initializer if t.data_type in floats}
-    out = {}
-    for node in model.graph.node:
-        index = WEIGHT_INPUT.get(node.op_type, 1)
-        if node.op_type in op_types and len(node.input) > index and node.input[index] in weights:
-            out[node.name] = node.op_type
-    return out
-
-
-def _histogram(model: Any) -> dict[str, int]:
-    return dict(Counter(node.op_type for node in model.graph.node))
-
-
-def _op_types(config: QuantizeConfig, *, excluded: bool = True) -> list[str]:
+def chosen_op_types(config: QuantizeConfig, *, excluded: bool = True) -> list[str]:
     """The op types a run quantizes (`excluded=False`: before `exclude_op_types` is applied)."""
     chosen = list(config.op_types or DEFAULT_OP_TYPES[config.mode])
     return [t for t in chosen if not (excluded and t in config.exclude_op_types)]
 
 
-def _spec_problem(config: QuantizeConfig) -> str | None:
+def spec_problem(config: QuantizeConfig) -> str | None:
     """What makes a config unrunnable, or None."""
     if config.mode == "static" and config.calibration_dataset_id is None:
         return (
@@ -155,44 +121,15 @@ def _spec_problem(config: QuantizeConfig) -> str | None:
         if given:
             names = ", ".join(f"`{k}`" for k in given)
             return f"Only `mode: static` takes {names}; dynamic quantization needs no calibration."
-    refused = sorted(set(_op_types(config, excluded=False)) - ALLOWED_OP_TYPES[config.mode])
+    refused = sorted(set(chosen_op_types(config, excluded=False)) - ALLOWED_OP_TYPES[config.mode])
     if refused:
         return f"`mode: {config.mode}` cannot quantize op types {refused}."
-    if not _op_types(config):
+    if not chosen_op_types(config):
         return "`exclude_op_types` leaves no op type to quantize."
     return None
 
 
-def _unknown_nodes(config: QuantizeConfig, model: Any) -> list[str]:
-    names = {node.name for node in model.graph.node}
-    unknown = sorted(set(config.exclude_nodes) - names)
-    return [f"exclude_nodes names no node of the model: {unknown[:20]}."] if unknown else []
-
-
-def _metrics(
-    config: QuantizeConfig, source: Any, result: Any, candidates: dict[str, str]
-) -> dict[str, Any]:
-    # A node stayed float if it still reads a float weight (a quantized Gather keeps its name but
-    # reads a dequantized int8 table; a quantized Conv reads a DequantizeLinear output in QDQ, or
-    # became a QLinearConv in QOperator). The dynamic quantizer rewrites a Gemm as
-    # `<name>_MatMul` + `<name>_Add`, reading a transposed copy of the weight.
-    found = _weight_nodes(result, set(candidates.values()) | {"MatMul"})
-    renamed = {n: n.removesuffix(GEMM_SUFFIX) for n in found if n not in candidates}
-    still_float = {renamed.get(n, n) for n in found} & set(candidates)
-    quantized = sorted(set(candidates) - still_float)
-    by_type = {n for n, t in candidates.items() if t in config.exclude_op_types}
-    return {
-        "nodes_quantized": len(quantized),
-        "nodes_kept_float": len(still_float),
-        "quantized_nodes": quantized[:500],
-        "float_nodes": sorted(still_float)[:500],
-        "excluded_nodes": sorted((set(config.exclude_nodes) & set(candidates)) | by_type)[:500],
-        "op_types_before": _histogram(source),
-        "op_types_after": _histogram(result),
-    }
-
-
-class QuantizePass(Pass[QuantizeConfig]):
+class QuantizeTechnique(Technique[QuantizeConfig]):
     name = "quantize"
     version = "1.1"
     config_cls = QuantizeConfig
@@ -204,114 +141,6 @@ class QuantizePass(Pass[QuantizeConfig]):
 
     def check(self, config: QuantizeConfig, model: ModelInfo, pointer: str) -> None:
         super().check(config, model, pointer)
-        problem = _spec_problem(config)
+        problem = spec_problem(config)
         if problem is not None:
             raise SpecInvalid(problem, pointer=pointer)
-
-    def run(self, ctx: PassContext, config: QuantizeConfig) -> PassResult:
-        problem = _spec_problem(config)  # check() ran in the API; a stored spec may predate it
-        if problem is not None:
-            raise JobFailure("spec_invalid", problem)
-        if config.mode == "static":
-            return _run_static(ctx, config)
-        return _run_dynamic(ctx, config)
-
-
-def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    source = onnx.load(str(ctx.input_path), load_external_data=False)
-    op_types = _op_types(config)
-    candidates = _weight_nodes(source, set(_op_types(config, excluded=False)))
-    excluded_gemms = [n for n in config.exclude_nodes if candidates.get(n) == "Gemm"]
-    out = ctx.work_dir / "quantized.onnx"
-    quantize_dynamic(
-        str(ctx.input_path),
-        str(out),
-        op_types_to_quantize=op_types,
-        per_channel=config.per_channel,
-        reduce_range=False,
-        weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
-        # The excluded Gemms under the name they get once rewritten as MatMul + Add.
-        nodes_to_exclude=[*config.exclude_nodes, *(n + GEMM_SUFFIX for n in excluded_gemms)],
-        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    result = onnx.load(str(out), load_external_data=False)
-    metrics = _metrics(config, source, result, candidates)
-    warnings = _unknown_nodes(config, source)
-    if "Conv" in op_types and "Conv" in candidates.values():
-        warnings.append(CONV_WARNING)
-    convs = set(_weight_nodes(result, {"Conv"}))
-    if convs:
-        warnings.append(STATIC_HINT.format(count=len(convs)))
-    if not metrics["nodes_quantized"]:
-        warnings.append(
-            "No node was quantized: the model has no weight-bearing node of the chosen types."
-        )
-    return PassResult(out, "onnx", metrics, warnings)
-
-
-def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
-    import onnx
-
-    from worker.calibration import calibration_reader, preprocess
-
-    assert config.calibration_dataset_id is not None  # _spec_problem refuses it missing
-    reader = calibration_reader(
-        ctx.tools, ctx.inputs, config.calibration_dataset_id, config.calibration_samples
-    )
-    model_path, warnings = preprocess(ctx.input_path, ctx.work_dir)
-    source = onnx.load(str(model_path), load_external_data=False)
-    candidates = _weight_nodes(source, set(_op_types(config, excluded=False)))
-    out = ctx.work_dir / "quantized.onnx"
-    _quantize_static(model_path, out, reader, config)
-    if model_path != ctx.input_path:
-        model_path.unlink()  # the step's output is the one quantized file
-    result = onnx.load(str(out), load_external_data=False)
-    metrics = _metrics(config, source, result, candidates)
-    metrics.update(
-        calibration=config.calibration,
-        calibration_samples=reader.samples,
-        calibration_batch_size=reader.batch,
-        format=config.format,
-        op_types=_op_types(config),
-        activation_type="uint8",
-        weight_type=config.weight_type,
-        preprocessed=model_path != ctx.input_path,
-    )
-    warnings += _unknown_nodes(config, source)
-    if reader.samples < SMALL_CALIBRATION:
-        warnings.append(
-            f"Calibrated on {reader.samples} samples: activation ranges from fewer than "
-            f"{SMALL_CALIBRATION} are unreliable (the default uses up to 128)."
-        )
-    if not metrics["nodes_quantized"]:
-        warnings.append("No weight-bearing node of the chosen op types was quantized.")
-    return PassResult(out, "onnx", metrics, warnings)
-
-
-def _quantize_static(model: Path, out: Path, reader: Any, config: QuantizeConfig) -> None:
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    quantize_static(
-        str(model),
-        str(out),
-        reader,
-        quant_format=QuantFormat.QDQ if config.format == "qdq" else QuantFormat.QOperator,
-        op_types_to_quantize=_op_types(config),
-        per_channel=config.per_channel,
-        reduce_range=False,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
-        nodes_to_exclude=list(config.exclude_nodes),
-        calibrate_method=CalibrationMethod[METHODS[config.calibration]],
-        extra_options={
-            "MatMulConstBOnly": True,
-            "DefaultTensorType": onnx.TensorProto.FLOAT,
-            # Histograms from one reader batch at a time: 280 MB instead of 1.5 GB for 128
-            # samples of a 3x64x64 CNN. Min-max reduces in the graph, bounded without it.
-            **({} if config.calibration == "minmax" else {"CalibStridedMinMax": 1}),
-        },
-    )

@@ -1,63 +1,69 @@
-"""The pass registry: an explicit list of built-in passes, duplicates refused."""
+"""The catalog: an explicit list of the built-in techniques, duplicates refused."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from app.passes.base import Pass, PassConfig
+from app.passes.base import PassConfig, Technique
+from app.passes.convert import ConvertTechnique
+from app.passes.distill import DistillTechnique
+from app.passes.export import ExportTechnique
+from app.passes.optimize import OptimizeTechnique
+from app.passes.prune_channel import PruneChannelTechnique, PruneNeuronTechnique
+from app.passes.prune_magnitude import PruneMagnitudeTechnique
+from app.passes.quantize import QuantizeTechnique
 
 
-class PassRegistry:
-    """Passes by name (`op`, or `op.method` for families such as prune)."""
+class Catalog:
+    """Techniques by name (`op`, or `op.method` for families such as prune)."""
 
     def __init__(self) -> None:
-        self._passes: dict[str, Pass[Any]] = {}
+        self._techniques: dict[str, Technique[Any]] = {}
 
-    def register(self, pass_: Pass[Any]) -> Pass[Any]:
-        """Add a pass; a second pass of the same name is a programming error."""
-        if pass_.name in self._passes:
-            raise ValueError(f"duplicate pass name: {pass_.name}")
-        self._passes[pass_.name] = pass_
-        return pass_
+    def register(self, technique: Technique[Any]) -> Technique[Any]:
+        """Add a technique; a second one of the same name or config is a programming error."""
+        if technique.name in self._techniques:
+            raise ValueError(f"duplicate technique name: {technique.name}")
+        if any(t.config_cls is technique.config_cls for t in self._techniques.values()):
+            raise ValueError(f"duplicate config class: {technique.config_cls.__name__}")
+        self._techniques[technique.name] = technique
+        return technique
 
-    def for_config(self, config: PassConfig) -> Pass[Any]:
-        """The pass that runs a given step config."""
-        for pass_ in self._passes.values():
-            if type(config) is pass_.config_cls:
-                return pass_
-        raise KeyError(type(config).__name__)
+    def for_config(self, config: PassConfig) -> Technique[Any]:
+        """The technique a given step config belongs to."""
+        technique = self.for_config_cls(type(config))
+        if technique is None:
+            raise KeyError(type(config).__name__)
+        return technique
+
+    def for_config_cls(self, config_cls: type[PassConfig]) -> Technique[Any] | None:
+        """The technique whose config class this is, or None."""
+        return next((t for t in self._techniques.values() if t.config_cls is config_cls), None)
 
     def names(self) -> list[str]:
-        return sorted(self._passes)
+        return sorted(self._techniques)
 
-    def all(self) -> list[Pass[Any]]:
-        return [self._passes[n] for n in self.names()]
+    def all(self) -> list[Technique[Any]]:
+        return [self._techniques[n] for n in self.names()]
 
 
-def build_registry() -> PassRegistry:
-    """The built-in passes; new techniques are added to this list, not discovered."""
-    from app.passes.convert import ConvertPass
-    from app.passes.distill import DistillPass
-    from app.passes.export import ExportPass
-    from app.passes.optimize import OptimizePass
-    from app.passes.prune_channel import PruneChannelPass, PruneNeuronPass
-    from app.passes.prune_magnitude import PruneMagnitudePass
-    from app.passes.quantize import QuantizePass
-
-    registry = PassRegistry()
+def build_catalog() -> Catalog:
+    """The built-in techniques; a new one is added to this list, not discovered."""
+    catalog = Catalog()
     builtins = (
-        QuantizePass(),
-        OptimizePass(),
-        ExportPass(),
-        DistillPass(),
-        ConvertPass(),
-        PruneMagnitudePass(),
-        PruneChannelPass(),
-        PruneNeuronPass(),
+        QuantizeTechnique(),
+        OptimizeTechnique(),
+        ExportTechnique(),
+        DistillTechnique(),
+        ConvertTechnique(),
+        PruneMagnitudeTechnique(),
+        PruneChannelTechnique(),
+        PruneNeuronTechnique(),
     )
-    for pass_ in builtins:
-        registry.register(pass_)
-    return registry
+    for technique in builtins:
+        catalog.register(technique)
+    return catalog
 
 
-REGISTRY = build_registry()
+CATALOG = build_catalog()
+REGISTRY = CATALOG  # TEMPORARY alias while app/http/ops.py moves to app/passes/router.py

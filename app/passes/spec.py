@@ -15,7 +15,7 @@ from app.passes.optimize import OptimizeConfig
 from app.passes.prune_channel import PruneChannelConfig, PruneNeuronConfig
 from app.passes.prune_magnitude import PruneMagnitudeConfig
 from app.passes.quantize import QuantizeConfig
-from app.passes.registry import REGISTRY
+from app.passes.registry import CATALOG
 
 TORCH_FORMATS = ("pt2", "torchscript")
 
@@ -66,16 +66,16 @@ def plan(steps: list[Any], model_format: str) -> list[PlannedStep]:
     planned: list[PlannedStep] = []
     fmt = model_format
     for index, step in enumerate(steps):
-        pass_ = REGISTRY.for_config(step)
+        technique = CATALOG.for_config(step)
         if (
-            fmt not in pass_.input_formats
+            fmt not in technique.input_formats
             and fmt in TORCH_FORMATS
-            and "onnx" in pass_.input_formats
+            and "onnx" in technique.input_formats
         ):
             planned.append(PlannedStep(ExportConfig(op="export", format="onnx"), index, True))
             fmt = "onnx"
         planned.append(PlannedStep(step, index))
-        fmt = pass_.output_format_for(step, fmt)
+        fmt = technique.output_format_for(step, fmt)
     return planned
 
 
@@ -91,9 +91,9 @@ def check_chain(steps: list[Any], model: ModelInfo) -> list[str]:
     formats: list[str] = []
     current = model
     for planned in plan(steps, model.format):
-        pass_ = REGISTRY.for_config(planned.config)
-        pass_.check(planned.config, current, f"/steps/{planned.user_index}")
-        produced = pass_.output_format_for(planned.config, current.format)
+        technique = CATALOG.for_config(planned.config)
+        technique.check(planned.config, current, f"/steps/{planned.user_index}")
+        produced = technique.output_format_for(planned.config, current.format)
         formats.append(produced)
         current = ModelInfo(produced, current.inputs, current.outputs)
     return formats

@@ -1,4 +1,4 @@
-"""The step union, the pass registry and the chaining check (API side, no torch needed)."""
+"""The step union, the catalog and the chaining check (API side, no torch needed)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.errors import SpecInvalid
-from app.passes.base import ModelInfo, Pass, PassConfig
+from app.passes.base import ModelInfo, PassConfig, Technique
 from app.passes.export import ExportConfig
 from app.passes.optimize import OptimizeConfig
-from app.passes.quantize import QuantizeConfig, QuantizePass
-from app.passes.registry import REGISTRY, build_registry
+from app.passes.quantize import QuantizeConfig, QuantizeTechnique
+from app.passes.registry import CATALOG, build_catalog
 from app.passes.spec import STEP_CONFIG_TYPES, StepConfig, check_chain
 
-CONFIGS = [p.config_cls for p in REGISTRY.all()]
+CONFIGS = [p.config_cls for p in CATALOG.all()]
 
 
 def _op_of(config_cls: type[PassConfig]) -> str:
@@ -36,56 +36,53 @@ def _minimal(config_cls: type[PassConfig]) -> dict[str, Any]:
 SAMPLE_VALUES: dict[Any, Any] = {str: "some-dataset-id", float: 0.5, int: 1}
 
 
-def test_step_config_types_equal_the_registry() -> None:
-    registered = [p.config_cls for p in REGISTRY.all()]
+def test_step_config_types_equal_the_catalog() -> None:
+    registered = [p.config_cls for p in CATALOG.all()]
 
     declared = list(STEP_CONFIG_TYPES)
 
     assert sorted(declared, key=str) == sorted(registered, key=str)
-    assert len(set(registered)) == len(REGISTRY.names())
+    assert len(set(registered)) == len(CATALOG.names())
 
 
-def test_step_config_union_equals_the_registry() -> None:
+def test_step_config_union_equals_the_catalog() -> None:
     union, _discriminator = typing.get_args(StepConfig)
 
     members = {typing.get_args(tagged)[0] for tagged in typing.get_args(union)}
 
-    assert members == {p.config_cls for p in REGISTRY.all()}
+    assert members == {p.config_cls for p in CATALOG.all()}
 
 
 @pytest.mark.parametrize("config_cls", CONFIGS, ids=lambda c: c.__name__)
-def test_union_dispatches_each_op_to_its_pass(config_cls: type[PassConfig]) -> None:
+def test_union_dispatches_each_op_to_its_technique(config_cls: type[PassConfig]) -> None:
     step = TypeAdapter(StepConfig).validate_python(_minimal(config_cls))
 
-    pass_ = REGISTRY.for_config(step)
+    technique = CATALOG.for_config(step)
 
     assert type(step) is config_cls
-    assert pass_.config_cls is config_cls
+    assert technique.config_cls is config_cls
 
 
-def test_registry_refuses_a_duplicate_name() -> None:
-    registry = build_registry()
+def test_catalog_refuses_a_duplicate_name() -> None:
+    catalog = build_catalog()
 
-    with pytest.raises(ValueError, match="duplicate pass name: quantize"):
-        registry.register(QuantizePass())
+    with pytest.raises(ValueError, match="duplicate technique name: quantize"):
+        catalog.register(QuantizeTechnique())
 
-    assert registry.names() == REGISTRY.names()
+    assert catalog.names() == CATALOG.names()
 
 
-def test_registry_refuses_a_different_pass_under_a_taken_name() -> None:
-    class Impostor(Pass[OptimizeConfig]):
+def test_catalog_refuses_a_different_technique_under_a_taken_name() -> None:
+    class Impostor(Technique[OptimizeConfig]):
         name = "optimize"
         version = "0"
         config_cls = OptimizeConfig
         input_formats = ("onnx",)
 
-        def run(self, ctx: Any, config: OptimizeConfig) -> Any:
-            raise AssertionError("never run")
-
-    registry = build_registry()
+    catalog = build_catalog()
 
     with pytest.raises(ValueError, match="duplicate"):
-        registry.register(Impostor())
+        catalog.register(Impostor())
 
 
 def test_check_chain_accepts_onnx_steps() -> None:

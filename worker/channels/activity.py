@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 
 from worker.channels.state import Analysis
 
@@ -25,8 +27,6 @@ def activity(
 ) -> dict[int, float]:
     """Per unit (root channel id): the largest, over the tensors its consumers read, of the
     mean absolute value of its entries over the samples of `feeds` and every other axis."""
-    import onnxruntime as ort
-
     axes = {r.tensor: (r.axis, r.ids) for r in analysis.readers}
     if not axes:
         return {}
@@ -63,8 +63,6 @@ def activity(
 
 def _with_outputs(model: Any, names: list[str]) -> Any:
     """A copy of `model` that also returns the tensors `names`."""
-    import onnx
-
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     try:

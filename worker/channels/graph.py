@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
 from worker.channels.state import Dim, node_attr
 
@@ -19,8 +21,6 @@ def opset(model: Any) -> int:
 
 def constants(model: Any) -> dict[str, np.ndarray]:
     """Initializers (not overridable by a graph input) and `Constant` node values."""
-    from onnx import helper, numpy_helper
-
     graph = model.graph
     inputs = {i.name for i in graph.input}
     out = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name not in inputs}
@@ -48,8 +48,6 @@ FOLDED = frozenset({"Identity", "Transpose", "Cast", "Reshape", "Squeeze", "Unsq
 def _fold(node: Any, constants: dict[str, np.ndarray]) -> np.ndarray | None:
     """The value of a node computing a constant by moving or casting a constant, else None.
     When the rewrite edits such a value it stores the result as a new initializer."""
-    from onnx import helper
-
     inputs = [constants.get(name) for name in node.input if name]
     if node.op_type not in FOLDED or not inputs or any(v is None for v in inputs):
         return None
@@ -77,8 +75,6 @@ def _fold(node: Any, constants: dict[str, np.ndarray]) -> np.ndarray | None:
 
 def shapes(model: Any) -> dict[str, list[Dim] | None]:
     """Static dims (int), symbolic ones (str) or unknown (None) of every tensor inference sees."""
-    import onnx
-
     try:
         inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # a model inference rejects is walked with what it declares

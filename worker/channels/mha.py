@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from worker.channels.reshape_targets import edit_slot, resolve_shape, target_shape
 from worker.channels.state import Dim, Layout, ValueUse, Walker, node_attr
 
 SHAPE_OPS = frozenset({"Squeeze", "Unsqueeze", "Reshape", "Cast", "Identity"})
@@ -23,16 +24,14 @@ SHAPE_OPS = frozenset({"Squeeze", "Unsqueeze", "Reshape", "Cast", "Identity"})
 
 def packed_rule(w: Walker, index: int, node: Any) -> bool:
     """Follow a packed q/k/v reshape through to the unfolded heads; False if it is not one."""
-    from worker.channels import reshape
-
     lx, shape = w.layouts[node.input[0]], w.shape(node.input[0])
-    found = reshape._target(w, index, node)
+    found = target_shape(w, index, node)
     if shape is None or found is None or lx.axis != len(shape) - 1 or len(lx.ids) % 3:
         return False
     target, where = found
     c, width = lx.axis, len(lx.ids) // 3
     copy_zero = not int(node_attr(node, "allowzero", 0))
-    resolved = reshape._resolve(target, shape, w.shape(node.output[0]), c, copy_zero)
+    resolved = resolve_shape(target, shape, w.shape(node.output[0]), c, copy_zero)
     if resolved is None or resolved[c:] != [3, width] or where[c + 1] is None:
         return False
     parts = _parts(w, node.output[0], c, c + 1, len(shape) + 1)
@@ -59,7 +58,7 @@ def packed_rule(w: Walker, index: int, node: Any) -> bool:
     for part in per_head:
         for row in part:
             w.channels.union_arrays(np.repeat(row[:1], len(row)), row)
-    reshape._edit(w, index, where[c + 1], width, packed[0])
+    edit_slot(w, index, where[c + 1], width, packed[0])
     for k, plan in enumerate(plans):
         assert plan is not None
         head_ids = per_head[k][:, 0]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from onnx import AttributeProto
 
 from worker.channels import moves, reshape
 from worker.channels.state import AttrUse, Layout, SliceUse, Walker, node_attr
@@ -89,8 +90,6 @@ def _visit(w: Walker, index: int, node: Any) -> None:
 
 def _subgraph_names(node: Any) -> set[str]:
     """Every tensor name a node's sub-graphs mention (outer-scope reads included)."""
-    from onnx import AttributeProto
-
     names: set[str] = set()
     graphs = [a.g for a in node.attribute if a.type == AttributeProto.GRAPH]
     graphs += [g for a in node.attribute if a.type == AttributeProto.GRAPHS for g in a.graphs]

@@ -8,16 +8,15 @@ from typing import Any
 import numpy as np
 
 from worker.channels import mha
-from worker.channels.state import Layout, ValueUse, Walker, dims_product, node_attr
-
-Slot = tuple[int, int, int]  # (node index, input index, entry) of a 1-D constant
+from worker.channels.reshape_targets import Slot, edit_slot, resolve_shape, target_shape
+from worker.channels.state import Layout, Walker, dims_product, node_attr
 
 
 def reshape_rule(w: Walker, index: int, node: Any) -> None:
     """A reshape that keeps the channel axis, merges it with the trailing axes (a flatten), or
     splits it into (heads, width): then a unit is a whole head, and the heads axis carries it."""
     lx, shape = w.layouts[node.input[0]], w.shape(node.input[0])
-    found = _target(w, index, node)
+    found = target_shape(w, index, node)
     if shape is None or found is None:
         w.refuse(node, "its target shape is computed at run time")
         return
@@ -28,11 +27,11 @@ def reshape_rule(w: Walker, index: int, node: Any) -> None:
         return
     if mha.packed_rule(w, index, node):
         return
-    resolved = _resolve(target, shape, w.shape(node.output[0]), c, copy_zero)
+    resolved = resolve_shape(target, shape, w.shape(node.output[0]), c, copy_zero)
     block = None if resolved is None else _merge_or_keep(resolved, shape, c, count)
     if resolved is not None and block is not None:
         ids = np.repeat(lx.ids, block)
-        _edit(w, index, where[c], target[c], ids)
+        edit_slot(w, index, where[c], target[c], ids)
         w.layouts[node.output[0]] = Layout(c, ids)
         return
     width = None if resolved is None else _head_width(resolved, shape, c, count)
@@ -42,7 +41,7 @@ def reshape_rule(w: Walker, index: int, node: Any) -> None:
     heads = lx.ids.reshape(-1, width)
     for row in heads:
         w.channels.union_arrays(np.repeat(row[:1], width), row)
-    _edit(w, index, where[c], target[c], heads[:, 0])
+    edit_slot(w, index, where[c], target[c], heads[:, 0])
     w.layouts[node.output[0]] = Layout(c, heads[:, 0])
 
 
@@ -66,70 +65,9 @@ def _flatten_leading(
     if target[1] != len(lx.ids) * size:
         return False
     ids = np.repeat(lx.ids, size)
-    _edit(w, index, where[1], target[1], ids)
+    edit_slot(w, index, where[1], target[1], ids)
     w.layouts[node.output[0]] = Layout(1, ids)
     return True
-
-
-def _edit(w: Walker, index: int, slot: Slot | None, value: int | None, ids: np.ndarray) -> None:
-    """Entry `value` of the target shape becomes the kept count of `ids` (-1 and 0 need no
-    edit)."""
-    if slot is None or value is None or value <= 0:
-        return
-    reader = None if slot[0] == index else index
-    w.values.append(ValueUse(slot[0], slot[1], slot[2], ids, reader))
-
-
-def _target(w: Walker, index: int, node: Any) -> tuple[list[int | None], list[Slot | None]] | None:
-    """A reshape's target entries (None: known only at run time) and, for constant ones, where
-    they are stored: the shape constant, or a constant piece of the Concat that builds it."""
-    name = node.input[1]
-    spec = w.const(name)
-    if spec is not None:
-        values = [int(v) for v in spec.reshape(-1)]
-        return list(values), [(index, 1, j) for j in range(len(values))]
-    maker = w.made_by.get(name)
-    if maker is None or w.graph.node[maker].op_type != "Concat":
-        return None
-    targets: list[int | None] = []
-    where: list[Slot | None] = []
-    for k, piece in enumerate(w.graph.node[maker].input):
-        value, shape = w.const(piece), w.shape(piece)
-        if value is not None:
-            targets += [int(v) for v in value.reshape(-1)]
-            where += [(maker, k, j) for j in range(value.size)]
-        elif shape is not None and len(shape) == 1 and isinstance(shape[0], int):
-            targets += [None] * shape[0]
-            where += [None] * shape[0]
-        else:
-            return None
-    return targets, where
-
-
-def _resolve(
-    target: list[int | None], shape: list[Any], out_shape: list[Any] | None, c: int, zero: bool
-) -> list[Any] | None:
-    """The target with 0-copies replaced by the input dims, if the axes before the channels
-    stay as they are. Entries known only at run time (None) are accepted there when inference
-    says they keep the input's dims."""
-    if len(target) <= c or target.count(-1) > 1 or None in target[c:]:
-        return None
-    resolved: list[Any] = []
-    for j, value in enumerate(target):
-        if zero and value == 0:
-            if j >= len(shape):
-                return None
-            resolved.append(shape[j])
-        else:
-            resolved.append(value)
-    for i in range(c):
-        if resolved[i] is None:
-            same = out_shape is not None and len(out_shape) == len(target)
-            if not same or out_shape[i] is None or out_shape[i] != shape[i]:  # type: ignore[index]
-                return None
-        elif resolved[i] != -1 and resolved[i] != shape[i]:
-            return None
-    return resolved
 
 
 def _merge_or_keep(resolved: list[Any], shape: list[Any], c: int, count: int) -> int | None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
+import onnx
+from onnx import AttributeProto, TensorProto, numpy_helper
 
 from worker.channels.state import Analysis
 
@@ -21,8 +23,6 @@ Slot = tuple[int, int]  # (node index, input index)
 
 def rewrite(analysis: Analysis, removed: set[int], mode: Literal["prune", "mask"]) -> Any:
     """A new model with `removed` (root channel ids) pruned away, or zeroed at the consumers."""
-    import onnx
-
     model = onnx.ModelProto()
     model.CopyFrom(analysis.model)
     edits: dict[Slot, list[Edit]] = {}
@@ -75,8 +75,6 @@ def rewrite(analysis: Analysis, removed: set[int], mode: Literal["prune", "mask"
 def parameter_count(model: Any) -> int:
     """Elements of the graph's weights, as the job report counts them: every initializer but
     the int32/int64 ones (shape arithmetic)."""
-    from onnx import TensorProto
-
     shapes = (TensorProto.INT64, TensorProto.INT32)
     return sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type not in shapes)
 
@@ -112,8 +110,6 @@ def _key(edits: list[Edit]) -> tuple[Any, ...]:
 
 
 def _apply(model: Any, constants: dict[str, np.ndarray], edits: dict[Slot, list[Edit]]) -> None:
-    from onnx import numpy_helper
-
     graph = model.graph
     readers: dict[str, int] = {}
     for node in graph.node:
@@ -152,8 +148,6 @@ def _clone_concats(
 ) -> None:
     """Give each reshape that edits a Concat-built target its own copy of that Concat (one
     Concat often shapes every layer's tensors, which keep different channel counts)."""
-    import onnx
-
     graph = model.graph
     made_by = {n.output[0]: i for i, n in enumerate(graph.node) if n.output}
     taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
@@ -189,9 +183,6 @@ def _clone_chains(
 ) -> None:
     """Give each reader of an edited chain (a `Mul(B, heads)` through the nodes that make a
     reshape target of it) its own copy of the chain, with the Mul's constant edited."""
-    import onnx
-    from onnx import numpy_helper
-
     graph = model.graph
     made_by = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
     taken = {t.name for t in graph.initializer} | set(made_by)
@@ -243,9 +234,6 @@ def _concat_copy(
     taken: set[str],
 ) -> Any:
     """A copy of Concat `source` whose constant pieces carry `input_edits` (new initializers)."""
-    import onnx
-    from onnx import numpy_helper
-
     clone = onnx.NodeProto()
     clone.CopyFrom(source)
     clone.name = _fresh(f"{source.name}_pruned", taken)
@@ -260,8 +248,6 @@ def _concat_copy(
 
 def _read_inside(graph: Any, name: str) -> bool:
     """Whether a sub-graph reads `name` from the outer scope (those reads are not counted)."""
-    from onnx import AttributeProto
-
     for node in graph.node:
         for attr in node.attribute:
             inner = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)

@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from worker.measure.inputs import synthesize_from_specs
+from worker.runtimes import loaded as runtimes
+
 RUNS = 3
 
 
@@ -37,9 +40,6 @@ def probe(path: Path, fmt: str, specs: list[dict[str, Any]], feeds_request: dict
 
 
 def main(raw: str) -> None:
-    from worker.measure.inputs import synthesize_from_specs
-    from worker.runtimes import loaded as runtimes
-
     request = json.loads(raw)
     loaded = runtimes.load(
         Path(request["path"]),

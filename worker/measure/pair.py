@@ -9,11 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from app.core.errors import JobFailure
 from app.core.storage import compressed_size
 from app.jobs.schemas import JobCreate
 from worker.measure.benchmark import compare_outputs, measure_latency
 from worker.measure.inputs import dataset_inputs, synthesize_from_specs
+from worker.measure.metrics import score
+from worker.ort import load_checked, parameter_counts
 from worker.runtimes import loaded as runtimes
+from worker.runtimes.torch_programs import parameter_counts as torch_counts
 
 FIDELITY_SAMPLES = 32
 MAX_EVAL_SAMPLES = 10_000
@@ -25,10 +29,7 @@ def _parameters(loaded: runtimes.Loaded) -> tuple[int | None, int | None]:
     if loaded.format == "tvm":
         return None, None  # weights are compiled into the library: not countable from it
     if loaded.format == "onnx":
-        from worker.ort import load_checked, parameter_counts
-
         return parameter_counts(load_checked(loaded.path))
-    from worker.runtimes.torch_programs import parameter_counts as torch_counts
 
     return torch_counts(loaded.run.module)
 
@@ -170,8 +171,6 @@ def fidelity_and_accuracy(
     if spec.evaluation is None:
         return fidelity, None
     if labels is None:
-        from app.core.errors import JobFailure
-
         raise JobFailure("invalid_dataset", "The evaluation dataset has no `labels` array.")
     accuracy = _accuracy(spec.evaluation.metric, ref[0], cand[0], labels[: len(ref[0])])
     # Dynamic int8 computes activation scales per call: results depend on the batch, so say it.
@@ -185,8 +184,6 @@ def _both(pair: Pair, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[An
 
 
 def _accuracy(metric: str, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    from worker.measure.metrics import score
-
     base, opt = score(metric, ref, labels), score(metric, cand, labels)
     lower_is_better = metric in ("mse", "mae")  # the drop is then the rise in error
     return {

@@ -17,21 +17,21 @@ form, the only form an exported inference graph has.
 
 An op outside `OPS`, an op of another domain (e.g. com.microsoft) or an attribute form that is not
 implemented raises `JobFailure("unsupported_op")` when the module is built, never a silently wrong
-result. torch is imported only when a module is built (`OnnxModule` resolves lazily), so the API
-process can import this module.
+result.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from typing import Any
 
 import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
 
 from app.core.errors import JobFailure
-from worker.onnx_to_torch import ops as _ops
 from worker.onnx_to_torch import shape_ops  # noqa: F401  (registers the shape ops)
 from worker.onnx_to_torch.ops import (
     CHECKS,
@@ -43,7 +43,6 @@ from worker.onnx_to_torch.ops import (
     _constant_array,
     _opset,
     _tensor,
-    _torch,
 )
 
 
@@ -88,8 +87,6 @@ def refuse_unsupported(model: Any) -> list[Node]:
 
 def _trainable(model: Any, nodes: list[Node]) -> set[str]:
     """Float initializers that train (module docstring): weight slots, or more than 1 element."""
-    from onnx import TensorProto
-
     floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
     candidates = {
         i.name: math.prod(i.dims) for i in model.graph.initializer if i.data_type in floats
@@ -127,101 +124,84 @@ def _safe_key(name: str, used: set[str], prefix: str) -> str:
 
 
 def _refuse_external(model: Any) -> None:
-    from onnx import TensorProto
-
     if any(i.data_location == TensorProto.EXTERNAL for i in model.graph.initializer):
         raise JobFailure(
             "model_rejected", "Initializers stored as external data are not supported."
         )
 
 
-@functools.cache
-def _module_class() -> type:
-    _torch()
+class OnnxModule(torch.nn.Module):
+    """An ONNX graph as a trainable torch module (see the module docstring)."""
 
-    class OnnxModule(_ops.torch.nn.Module):
-        """An ONNX graph as a trainable torch module (see the module docstring)."""
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        _refuse_external(model)
+        nodes = refuse_unsupported(model)
+        _check_order(model, nodes)
+        trainable = _trainable(model, nodes)
+        self.weights = torch.nn.ParameterDict()
+        self.constants = torch.nn.Module()
+        self._keys: dict[str, tuple[bool, str]] = {}  # ONNX name -> (trainable, key)
+        used: set[str] = set()
+        for init in model.graph.initializer:
+            self._hold(init.name, numpy_helper.to_array(init), init.name in trainable, used)
+        for node in nodes:
+            if node.op == "Constant":
+                self._hold(node.outputs[0], _constant_array(node), False, used)
+        self._nodes = [node for node in nodes if node.op != "Constant"]
+        held = {i.name for i in model.graph.initializer}
+        self.input_names = [v.name for v in model.graph.input if v.name not in held]
+        self.output_names = [v.name for v in model.graph.output]
 
-        def __init__(self, model: Any) -> None:
-            from onnx import numpy_helper
+    def _hold(self, name: str, array: np.ndarray, train: bool, used: set[str]) -> None:
+        key = _safe_key(name, used, "p_" if train else "c_")
+        if train:
+            self.weights[key] = torch.nn.Parameter(_tensor(array))
+        else:
+            self.constants.register_buffer(key, _tensor(array))
+        self._keys[name] = (train, key)
 
-            super().__init__()
-            _refuse_external(model)
-            nodes = refuse_unsupported(model)
-            _check_order(model, nodes)
-            trainable = _trainable(model, nodes)
-            self.weights = _ops.torch.nn.ParameterDict()
-            self.constants = _ops.torch.nn.Module()
-            self._keys: dict[str, tuple[bool, str]] = {}  # ONNX name -> (trainable, key)
-            used: set[str] = set()
-            for init in model.graph.initializer:
-                self._hold(init.name, numpy_helper.to_array(init), init.name in trainable, used)
-            for node in nodes:
-                if node.op == "Constant":
-                    self._hold(node.outputs[0], _constant_array(node), False, used)
-            self._nodes = [node for node in nodes if node.op != "Constant"]
-            held = {i.name for i in model.graph.initializer}
-            self.input_names = [v.name for v in model.graph.input if v.name not in held]
-            self.output_names = [v.name for v in model.graph.output]
+    def onnx_parameters(self) -> dict[str, Any]:
+        """The trainable parameters by ONNX initializer name."""
+        return {name: self.weights[key] for name, (train, key) in self._keys.items() if train}
 
-        def _hold(self, name: str, array: np.ndarray, train: bool, used: set[str]) -> None:
-            key = _safe_key(name, used, "p_" if train else "c_")
-            if train:
-                self.weights[key] = _ops.torch.nn.Parameter(_tensor(array))
-            else:
-                self.constants.register_buffer(key, _tensor(array))
-            self._keys[name] = (train, key)
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        env = self._bind(args, kwargs)
+        for node in self._nodes:
+            values = [env[name] if name else None for name in node.inputs]
+            try:
+                result = OPS[node.op](node, values)
+            except JobFailure:
+                raise
+            except Exception as exc:
+                raise JobFailure(
+                    "conversion_failed",
+                    f"Node {node.name or node.outputs[0]} ({node.op}) failed in PyTorch: {exc}",
+                ) from exc
+            outputs = result if isinstance(result, list | tuple) else [result]
+            for name, value in zip(node.outputs, outputs, strict=False):
+                if name:
+                    env[name] = value
+        results = tuple(env[name] for name in self.output_names)
+        return results[0] if len(results) == 1 else results
 
-        def onnx_parameters(self) -> dict[str, Any]:
-            """The trainable parameters by ONNX initializer name."""
-            return {name: self.weights[key] for name, (train, key) in self._keys.items() if train}
-
-        def forward(self, *args: Any, **kwargs: Any) -> Any:
-            env = self._bind(args, kwargs)
-            for node in self._nodes:
-                values = [env[name] if name else None for name in node.inputs]
-                try:
-                    result = OPS[node.op](node, values)
-                except JobFailure:
-                    raise
-                except Exception as exc:
-                    raise JobFailure(
-                        "conversion_failed",
-                        f"Node {node.name or node.outputs[0]} ({node.op}) failed in PyTorch: {exc}",
-                    ) from exc
-                outputs = result if isinstance(result, list | tuple) else [result]
-                for name, value in zip(node.outputs, outputs, strict=False):
-                    if name:
-                        env[name] = value
-            results = tuple(env[name] for name in self.output_names)
-            return results[0] if len(results) == 1 else results
-
-        def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-            env: dict[str, Any] = {}
-            for name, (train, key) in self._keys.items():
-                env[name] = self.weights[key] if train else getattr(self.constants, key)
-            given = dict(zip(self.input_names, args, strict=False)) | kwargs
-            if len(args) > len(self.input_names) or set(given) != set(self.input_names):
-                raise TypeError(
-                    f"expected inputs {self.input_names}, got {len(args)} + {sorted(kwargs)}"
-                )
-            for name, value in given.items():
-                env[name] = _ops.torch.from_numpy(value) if isinstance(value, np.ndarray) else value
-            return env
-
-    return OnnxModule
-
-
-def __getattr__(name: str) -> Any:
-    """`OnnxModule` is built on first access, so that importing this module needs no _ops.torch."""
-    if name == "OnnxModule":
-        return _module_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        env: dict[str, Any] = {}
+        for name, (train, key) in self._keys.items():
+            env[name] = self.weights[key] if train else getattr(self.constants, key)
+        given = dict(zip(self.input_names, args, strict=False)) | kwargs
+        if len(args) > len(self.input_names) or set(given) != set(self.input_names):
+            raise TypeError(
+                f"expected inputs {self.input_names}, got {len(args)} + {sorted(kwargs)}"
+            )
+        for name, value in given.items():
+            env[name] = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+        return env
 
 
 def to_torch(model: Any) -> Any:
     """An `OnnxModule` of an ONNX ModelProto."""
-    return _module_class()(model)
+    return OnnxModule(model)
 
 
 def write_back(module: Any, model: Any) -> Any:
@@ -232,10 +212,6 @@ def write_back(module: Any, model: Any) -> Any:
     Raises:
         JobFailure: a parameter has no initializer of that name and shape in `model`.
     """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    _torch()
     params = module.onnx_parameters()
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -251,7 +227,7 @@ def write_back(module: Any, model: Any) -> Any:
                 f"Parameter {init.name} has shape {tuple(value.shape)}, "
                 f"the initializer {tuple(init.dims)}.",
             )
-        value = value.float() if value.dtype == _ops.torch.bfloat16 else value
+        value = value.float() if value.dtype == torch.bfloat16 else value
         array = value.numpy().astype(helper.tensor_dtype_to_np_dtype(init.data_type))
         init.CopyFrom(numpy_helper.from_array(array, init.name))
         written.add(init.name)

@@ -1,6 +1,5 @@
-"""The op table of our ONNX -> PyTorch conversion (see app/passes/onnx_torch.py): one torch
-functional implementation per ONNX op, plus the checks that refuse forms not implemented.
-torch is bound on first use by `_torch()`, so that this module imports without it.
+"""The op table of our ONNX -> PyTorch conversion (see module.py): one torch functional
+implementation per ONNX op, plus the checks that refuse forms not implemented.
 """
 
 from __future__ import annotations
@@ -12,20 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from onnx import helper, numpy_helper
 
 from app.core.errors import JobFailure
-
-torch: Any = None  # bound on first use by _torch(): this module must import without torch
-F: Any = None
-
-
-def _torch() -> None:
-    global torch, F
-    if torch is None:
-        import torch as torch_module
-        import torch.nn.functional as functional
-
-        torch, F = torch_module, functional
 
 
 @dataclass
@@ -515,8 +505,6 @@ def _tensor(array: np.ndarray) -> Any:
 
 
 def _attr_value(attribute: Any) -> Any:
-    from onnx import helper, numpy_helper
-
     value = helper.get_attribute_value(attribute)
     if isinstance(value, bytes):
         return value.decode()

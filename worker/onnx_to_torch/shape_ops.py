@@ -1,7 +1,5 @@
-"""Shape and indexing ops of our ONNX -> PyTorch conversion (registered into `OPS` on import;
-app/passes/onnx_torch.py imports this module). torch is reached through `core.torch`, bound on
-first use, so that this module imports without torch.
-"""
+"""Shape and indexing ops of our ONNX -> PyTorch conversion, registered into `OPS` on import
+(module.py imports this module)."""
 
 from __future__ import annotations
 
@@ -9,20 +7,21 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from worker.onnx_to_torch import ops as core
 from worker.onnx_to_torch.ops import Node, _ints, _scalar, _tensor, _torch_pad, op
 
 
 @op("Shape")
 def _shape(node: Node, x: list[Any]) -> Any:
     dims = list(x[0].shape)[node.attr("start", 0) : node.attr("end", None)]
-    return core.torch.tensor(dims, dtype=core.torch.int64, device=x[0].device)
+    return torch.tensor(dims, dtype=torch.int64, device=x[0].device)
 
 
 @op("Size")
 def _size(node: Node, x: list[Any]) -> Any:
-    return core.torch.tensor(x[0].numel(), dtype=core.torch.int64, device=x[0].device)
+    return torch.tensor(x[0].numel(), dtype=torch.int64, device=x[0].device)
 
 
 @op("Flatten")
@@ -48,7 +47,7 @@ def _transpose(node: Node, x: list[Any]) -> Any:
 
 @op("Concat")
 def _concat(node: Node, x: list[Any]) -> Any:
-    return core.torch.cat([t for t in x if t is not None], dim=node.attr("axis"))
+    return torch.cat([t for t in x if t is not None], dim=node.attr("axis"))
 
 
 @op("Split")
@@ -62,7 +61,7 @@ def _split(node: Node, x: list[Any]) -> Any:
         dim, parts = x[0].shape[axis], node.attr("num_outputs", len(node.outputs))
         chunk = math.ceil(dim / parts)
         sizes = [chunk] * (parts - 1) + [dim - chunk * (parts - 1)]
-    return list(core.torch.split(x[0], sizes, dim=axis))
+    return list(torch.split(x[0], sizes, dim=axis))
 
 
 def _slice_axis(t: Any, axis: int, start: int, end: int, step: int) -> Any:
@@ -72,7 +71,7 @@ def _slice_axis(t: Any, axis: int, start: int, end: int, step: int) -> Any:
         index = [slice(None)] * axis + [slice(min(max(start, 0), dim), min(max(end, 0), dim), step)]
         return t[tuple(index)]
     start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
-    return t.index_select(axis, core.torch.arange(start, end, step, device=t.device))
+    return t.index_select(axis, torch.arange(start, end, step, device=t.device))
 
 
 @op("Slice")
@@ -118,7 +117,7 @@ def _unsqueeze(node: Node, x: list[Any]) -> Any:
 
 def _positive(index: Any, size: int) -> Any:
     index = index.long()
-    return core.torch.where(index < 0, index + size, index)
+    return torch.where(index < 0, index + size, index)
 
 
 @op("Gather")
@@ -133,12 +132,12 @@ def _gather(node: Node, x: list[Any]) -> Any:
 @op("GatherElements")
 def _gather_elements(node: Node, x: list[Any]) -> Any:
     axis = node.attr("axis", 0) % x[0].dim()
-    return core.torch.gather(x[0], axis, _positive(x[1], x[0].shape[axis]))
+    return torch.gather(x[0], axis, _positive(x[1], x[0].shape[axis]))
 
 
 @op("Expand")
 def _expand(node: Node, x: list[Any]) -> Any:
-    return x[0].expand(core.torch.broadcast_shapes(tuple(x[0].shape), tuple(_ints(x[1]))))
+    return x[0].expand(torch.broadcast_shapes(tuple(x[0].shape), tuple(_ints(x[1]))))
 
 
 @op("Tile")
@@ -169,20 +168,20 @@ def _pad(node: Node, x: list[Any]) -> Any:
     pad = _torch_pad(begin[first:], end[first:])
     mode = PAD_MODES[node.attr("mode", "constant")]
     if mode == "constant":
-        return core.F.pad(x[0], pad, value=value)
-    return core.F.pad(x[0], pad, mode=mode)
+        return F.pad(x[0], pad, value=value)
+    return F.pad(x[0], pad, mode=mode)
 
 
 @op("Trilu")
 def _trilu(node: Node, x: list[Any]) -> Any:
     k = int(_scalar(x[1])) if len(x) > 1 and x[1] is not None else 0
-    return core.torch.triu(x[0], k) if node.attr("upper", 1) else core.torch.tril(x[0], k)
+    return torch.triu(x[0], k) if node.attr("upper", 1) else torch.tril(x[0], k)
 
 
 @op("Range")
 def _range(node: Node, x: list[Any]) -> Any:
     start, limit, delta = (_scalar(t) for t in x)
-    return core.torch.arange(start, limit, delta, dtype=x[0].dtype, device=x[0].device)
+    return torch.arange(start, limit, delta, dtype=x[0].dtype, device=x[0].device)
 
 
 @op("ConstantOfShape")
@@ -190,4 +189,4 @@ def _constant_of_shape(node: Node, x: list[Any]) -> Any:
     value = node.attr("value")
     array = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
     dtype = _tensor(array).dtype
-    return core.torch.full(_ints(x[0]), array[0].item(), dtype=dtype, device=x[0].device)
+    return torch.full(_ints(x[0]), array[0].item(), dtype=dtype, device=x[0].device)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.errors import JobFailure
-from app.passes.registry import REGISTRY
+from app.passes.registry import CATALOG
 from app.passes.spec import StepConfig
 from worker.pipeline.job import JobRun, measure_job, run_steps
 from worker.report.build import comparison, verdict
@@ -27,7 +27,7 @@ MAX_CANDIDATE_ARTIFACT_BYTES = 256 * 1024 * 1024
 def candidate_specs(job: JobRun) -> list[tuple[str, list[dict[str, Any]]]]:
     """The pipelines worth trying for this model and the data the user gave."""
     cal = job.spec.calibration_dataset_id
-    names = set(REGISTRY.names())
+    names = set(CATALOG.names())
     out: list[tuple[str, list[dict[str, Any]]]] = [
         ("int8-dynamic", [{"op": "quantize"}]),
         ("int8-dynamic-per-tensor", [{"op": "quantize", "per_channel": False}]),

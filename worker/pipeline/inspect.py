@@ -7,6 +7,7 @@ from typing import Any
 
 from app.core.errors import JobFailure
 from worker.ort import load_checked, make_session, opset_of, parameter_counts, signature
+from worker.runtimes.torch_programs import inspect_torch
 
 
 def inspect_onnx(path: Path, threads: int) -> dict[str, Any]:
@@ -36,6 +37,5 @@ def inspect_model(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
     threads = int(request.get("threads", 1))
     if fmt == "onnx":
         return inspect_onnx(path, threads)
-    from worker.runtimes.torch_programs import inspect_torch
 
     return inspect_torch(path, fmt, request["model"].get("input_shapes"), threads)

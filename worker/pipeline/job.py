@@ -7,15 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from app.core.errors import JobFailure
 from app.jobs.schemas import JobCreate
-from app.passes.registry import REGISTRY
 from app.passes.spec import plan
 from worker.measure import memprobe
 from worker.measure import pair as measure
 from worker.measure.inputs import onnx_vocab
+from worker.passes.registry import PASSES
 from worker.pipeline.tools import WorkerTools
 from worker.runtimes import loaded as runtimes
+from worker.runtimes.torch_programs import load_program, vocab_sizes
 from worker.sandbox.progress import Progress
 
 MODEL_EXTENSIONS = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2", "tvm": "so"}
@@ -26,8 +29,6 @@ def _vocab(source: Path, fmt: str) -> dict[str, int]:
     if fmt == "onnx":
         return onnx_vocab(source)
     if fmt == "pt2":
-        from worker.runtimes.torch_programs import load_program, vocab_sizes
-
         return vocab_sizes(load_program(source, fmt)[1])
     return {}
 
@@ -49,7 +50,6 @@ class JobRun:
 def _check_device(device: str) -> None:
     if device != "cuda":
         return
-    import torch
 
     if not torch.cuda.is_available():
         raise JobFailure("device_unavailable", "The job asks for CUDA; this worker has no GPU.")
@@ -77,7 +77,7 @@ def run_steps(
     current, current_fmt, records = job.source, job.fmt, []
     planned = plan(steps, job.fmt)
     for index, item in enumerate(planned):
-        pass_ = REGISTRY.for_config(item.config)
+        pass_ = PASSES.for_config(item.config)
         fraction = span[0] + (span[1] - span[0]) * index / len(planned)
         job.progress.emit(fraction, f"step {index + 1}/{len(planned)}: {pass_.name}", index)
         work = work_root / f"step{index}"

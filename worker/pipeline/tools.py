@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 
 from app.core.errors import JobFailure
-from app.passes.base import PassContext
 from worker.measure.benchmark import compare_outputs
-from worker.measure.inputs import onnx_input_specs, synthesize_from_specs
+from worker.measure.inputs import dataset_inputs, onnx_input_specs, synthesize_from_specs
+from worker.passes.base import PassContext
 from worker.runtimes import loaded as runtimes
+from worker.runtimes.torch_programs import load_program
 
 
 class WorkerTools:
@@ -55,8 +56,6 @@ class WorkerTools:
     def dataset_inputs(
         self, dataset_id: str, limit: int | None = None
     ) -> tuple[dict[str, Any], Any]:
-        from worker.measure.inputs import dataset_inputs
-
         names = [s["name"] for s in self.specs]
         try:
             return dataset_inputs(self.datasets[dataset_id], names, limit)
@@ -64,8 +63,6 @@ class WorkerTools:
             raise JobFailure("invalid_dataset", f"Dataset {dataset_id}: {exc}") from exc
 
     def load_torch(self, path: Path, fmt: str) -> tuple[Any, Any]:
-        from worker.runtimes.torch_programs import load_program
-
         return load_program(path, fmt)
 
     def example_inputs(self, batch_size: int, seed: int = 0) -> dict[str, Any]:

@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from app.core.errors import JobFailure
 from worker.measure.benchmark import rss_bytes
+from worker.ort import make_session, signature
+from worker.runtimes.torch_programs import TorchRunner, load_program
 
 
 @dataclass
@@ -34,8 +37,6 @@ def load(
     """Load `path` in its runtime on `device`; `specs` give the input order for torch."""
     before = rss_bytes()
     if fmt == "onnx":
-        from worker.ort import make_session, signature
-
         session, load_ms = make_session(path, threads, device)
         inputs, outputs = signature(session)
         return Loaded(
@@ -51,7 +52,6 @@ def load(
         )
     if fmt == "tvm":
         return _load_tvm(path, specs, before)
-    from worker.runtimes.torch_programs import TorchRunner, load_program
 
     start = time.perf_counter()
     module, program = load_program(path, fmt)
@@ -112,8 +112,6 @@ def run_batched(
 ) -> list[np.ndarray]:
     """Run `feeds` in chunks of `batch` samples, outputs concatenated; a fixed-batch model gets
     whole batches only (the remainder is left out)."""
-    from app.core.errors import JobFailure
-
     n = len(next(iter(feeds.values())))
     stop = n - n % batch if fixed else n
     if stop == 0:

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from app.core.errors import JobFailure
+from worker.measure.inputs import synthesize_from_specs
 
 TORCH_DTYPES = {"float32", "float16", "bfloat16", "float64", "int64", "int32", "bool", "uint8"}
 
 
 def load_program(path: Path, fmt: str) -> tuple[Any, Any]:
     """(callable module, ExportedProgram or None), or `model_rejected` if it will not load."""
-    import torch
-
     if (
         os.environ.get("MODELPRESS_SANDBOX")
         and os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD") != "1"
@@ -108,7 +108,6 @@ def vocab_sizes(program: Any) -> dict[str, int]:
     """Inputs used as embedding indices, with the table's row count (ids must stay below it)."""
     if program is None:
         return {}
-    import torch
 
     user = set(program.graph_signature.user_inputs)
     params = {**dict(program.named_parameters()), **dict(program.named_buffers())}
@@ -130,15 +129,11 @@ class TorchRunner:
     def __init__(
         self, module: Any, specs: list[dict[str, Any]], threads: int, device: str = "cpu"
     ) -> None:
-        import torch
-
         torch.set_num_threads(threads)
         self.device = device
         self.module, self.names = module.to(device), [s["name"] for s in specs]
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        import torch
-
         args = [
             torch.from_numpy(np.ascontiguousarray(feeds[n])).to(self.device) for n in self.names
         ]
@@ -167,8 +162,6 @@ def load_runner(
 
 def inspect_torch(path: Path, fmt: str, input_shapes: Any, threads: int) -> dict[str, Any]:
     """Load a program, find its signature, run it once on synthesized inputs."""
-    from worker.measure.inputs import synthesize_from_specs
-
     module, program = load_program(path, fmt)
     specs = program_inputs(program) if program is not None else script_inputs(module, input_shapes)
     feeds = synthesize_from_specs(specs, 2, None, seed=0, vocab=vocab_sizes(program))

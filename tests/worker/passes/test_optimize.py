@@ -10,9 +10,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from app.passes.base import PassResult
-from app.passes.optimize import LEVEL_WARNING, OptimizeConfig, OptimizePass
+from app.passes.optimize import OptimizeConfig
 from worker.ort import load_checked
+from worker.passes.base import PassResult
+from worker.passes.optimize import LEVEL_WARNING, OptimizePass
 from worker.pipeline.tools import onnx_context
 
 MAX_ABS_ERROR = 1e-4

@@ -25,8 +25,9 @@ import torch
 from pydantic import ValidationError
 
 from app.core.errors import JobFailure
-from app.passes.base import PassResult
-from app.passes.distill import DistillConfig, DistillPass
+from app.passes.distill import DistillConfig
+from worker.passes.base import PassResult
+from worker.passes.distill import DistillPass
 from worker.pipeline.tools import onnx_context
 
 MIN_TEACHER_ACCURACY = 0.95

@@ -18,11 +18,12 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from app.passes.base import PassResult
-from app.passes.prune_channel import PruneChannelConfig, PruneChannelPass
+from app.passes.prune_channel import PruneChannelConfig
+from worker.channels.analysis import analyze
 from worker.channels.graph import constants
 from worker.channels.rewrite import rewrite
-from worker.channels.state import analyze
+from worker.passes.base import PassResult
+from worker.passes.prune_channel import PruneChannelPass
 from worker.pipeline.tools import onnx_context
 
 

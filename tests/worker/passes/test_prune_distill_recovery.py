@@ -11,9 +11,11 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from app.passes.base import PassContext
-from app.passes.distill import DistillConfig, DistillPass
-from app.passes.prune_channel import PruneChannelConfig, PruneChannelPass
+from app.passes.distill import DistillConfig
+from app.passes.prune_channel import PruneChannelConfig
+from worker.passes.base import PassContext
+from worker.passes.distill import DistillPass
+from worker.passes.prune_channel import PruneChannelPass
 from worker.pipeline.tools import onnx_context
 
 BUDGET = 0.03

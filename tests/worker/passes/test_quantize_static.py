@@ -11,7 +11,7 @@ images is 0.22 points).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from app.core.errors import JobFailure, SpecInvalid
-from app.passes.base import ModelInfo, PassContext, PassResult
-from app.passes.quantize import QuantizeConfig, QuantizePass
+from app.core.errors import JobFailure
+from app.passes.quantize import QuantizeConfig
 from worker.calibration import CALIBRATION_BATCH, calibration_reader
-from worker.measure.inputs import onnx_input_specs
+from worker.passes.base import PassContext, PassResult
+from worker.passes.quantize import QuantizePass
 from worker.pipeline.tools import WorkerTools, onnx_context
 
 MAX_DROP = 0.01
@@ -287,29 +287,41 @@ def test_calibration_samples_bounds_the_samples_used(
     assert result.metrics["calibration_samples"] == used
 
 
-def test_reader_asks_for_at_most_the_limit_and_feeds_small_batches(digits: Digits) -> None:
-    specs = onnx_input_specs(digits.model)
-    tools = WorkerTools(specs, {}, None, threads=2, datasets={"cal": digits.calibration})
+def test_reader_asks_for_at_most_the_limit_and_feeds_small_batches(
+    digits: Digits, tmp_path: Path
+) -> None:
+    ctx = _context(digits, tmp_path / "work")
+    tools = ctx.tools
     asked: list[int | None] = []
+    batches: list[int] = []
 
     class Recording:
         def dataset_inputs(self, dataset_id: str, limit: int | None = None) -> Any:
             asked.append(limit)
-            return tools.dataset_inputs(dataset_id, limit)
+            arrays, labels = tools.dataset_inputs(dataset_id, limit)
+            reader = calibration_reader(arrays, ctx.inputs, dataset_id)
+            batches.extend(len(batch["x"]) for batch in iter(reader.get_next, None))
+            return arrays, labels
 
-    reader = calibration_reader(Recording(), specs, "cal", 40)  # type: ignore[arg-type]
+    config = QuantizeConfig(
+        op="quantize", mode="static", calibration_dataset_id="cal", calibration_samples=40
+    )
 
-    sizes = [len(batch["x"]) for batch in iter(reader.get_next, None)]
+    result = QuantizePass().run(replace(ctx, tools=Recording()), config)  # type: ignore[arg-type]
+
     assert asked == [40]
-    assert sizes == [16, 16, 8]
-    assert len(reader) == 3
+    assert batches == [16, 16, 8]
+    assert result.metrics["calibration_samples"] == 40
+    assert result.metrics["calibration_batch_size"] == 16
 
 
 def test_reader_follows_a_fixed_batch_dimension(digits: Digits) -> None:
     specs = [{"name": "x", "dtype": "float32", "shape": [4, 1, 8, 8]}]
     tools = WorkerTools(specs, {}, None, threads=2, datasets={"cal": digits.calibration})
 
-    reader = calibration_reader(tools, specs, "cal", 10)
+    arrays, _labels = tools.dataset_inputs("cal", 10)
+
+    reader = calibration_reader(arrays, specs, "cal")
 
     assert [len(b["x"]) for b in iter(reader.get_next, None)] == [4, 4]
     assert reader.samples == 8
@@ -357,41 +369,6 @@ def test_output_is_one_self_contained_file(default: PassResult) -> None:
     assert external == []
     assert [p.name for p in default.output_path.parent.iterdir()] == ["quantized.onnx"]
     onnx.checker.check_model(str(default.output_path))
-
-
-def test_check_refuses_static_without_calibration_dataset() -> None:
-    config = QuantizeConfig(op="quantize", mode="static")
-
-    with pytest.raises(SpecInvalid) as refused:
-        QuantizePass().check(config, ModelInfo("onnx"), "/steps/2")
-
-    assert refused.value.extra["pointer"] == "/steps/2"
-    assert "calibration_dataset_id" in refused.value.detail
-
-
-def test_check_refuses_dynamic_with_calibration_dataset() -> None:
-    config = QuantizeConfig(op="quantize", mode="dynamic", calibration_dataset_id="cal")
-
-    with pytest.raises(SpecInvalid) as refused:
-        QuantizePass().check(config, ModelInfo("onnx"), "/steps/0")
-
-    assert refused.value.extra["pointer"] == "/steps/0"
-    assert "calibration_dataset_id" in refused.value.detail
-
-
-def test_check_refuses_static_only_op_types_in_dynamic_mode() -> None:
-    config = QuantizeConfig(op="quantize", op_types=["Add"])
-
-    with pytest.raises(SpecInvalid) as refused:
-        QuantizePass().check(config, ModelInfo("onnx"), "/steps/1")
-
-    assert refused.value.extra["pointer"] == "/steps/1"
-
-
-def test_check_accepts_static_with_calibration_dataset() -> None:
-    config = QuantizeConfig(op="quantize", mode="static", calibration_dataset_id="cal")
-
-    QuantizePass().check(config, ModelInfo("onnx"), "/steps/0")
 
 
 def test_dynamic_mode_on_a_cnn_points_to_static_mode(cnn_onnx: Path, tmp_path: Path) -> None:

@@ -20,9 +20,10 @@ import torch
 from networks import Bert, Encoder
 from onnx import TensorProto, helper, numpy_helper
 
+from worker.channels.analysis import analyze
 from worker.channels.rewrite import parameter_count, rewrite
 from worker.channels.select import keep_every_tensor
-from worker.channels.state import Analysis, Group, analyze
+from worker.channels.state import Analysis, Group
 
 EXPORTERS = ["dynamo", "dynamo-unoptimized", "torchscript"]
 

@@ -20,15 +20,10 @@ import torch
 from networks import Bert, Encoder
 from pydantic import ValidationError
 
-from app.passes.base import PassContext, PassResult
-from app.passes.prune_channel import (
-    RECOVERY_WARNING,
-    PruneChannelConfig,
-    PruneChannelPass,
-    PruneNeuronConfig,
-    PruneNeuronPass,
-)
+from app.passes.prune_channel import PruneChannelConfig, PruneNeuronConfig
 from worker.channels.select import kept_count
+from worker.passes.base import PassContext, PassResult
+from worker.passes.prune_channel import RECOVERY_WARNING, PruneChannelPass, PruneNeuronPass
 from worker.pipeline.tools import onnx_context
 
 # ---------------------------------------------------------------- networks

@@ -24,8 +24,9 @@ from onnx import numpy_helper
 from pydantic import ValidationError
 from support import first_output, fixture_feeds
 
-from app.passes.base import PassContext, PassResult
-from app.passes.prune_magnitude import PruneMagnitudeConfig, PruneMagnitudePass
+from app.passes.prune_magnitude import PruneMagnitudeConfig
+from worker.passes.base import PassContext, PassResult
+from worker.passes.prune_magnitude import PruneMagnitudePass
 from worker.pipeline.tools import onnx_context
 
 SPARSITY_TOLERANCE = 1e-3
@@ -309,7 +310,7 @@ def test_pass_is_named_for_its_op_and_method() -> None:
     fields = PruneMagnitudeConfig.model_fields
 
     assert pass_.name == "prune.magnitude"
-    assert pass_.config_cls is PruneMagnitudeConfig
+    assert pass_.technique.config_cls is PruneMagnitudeConfig
     assert typing.get_args(fields["op"].annotation) == ("prune",)
     assert typing.get_args(fields["method"].annotation) == ("magnitude",)
 

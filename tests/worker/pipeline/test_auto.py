@@ -1,0 +1,92 @@
+"""`recipe: auto` chooses the best that qualifies by the objective, else the closest."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from app.core.errors import JobFailure
+from app.jobs.schemas import Constraints
+from worker.pipeline.auto import _choose
+
+
+def _job(objective: str = "latency", **constraints: Any) -> Any:
+    spec = SimpleNamespace(
+        objective=objective, constraints=Constraints(**constraints) if constraints else None
+    )
+    return SimpleNamespace(spec=spec)
+
+
+def _record(
+    name: str, size: int, speedup: float, met: bool | None, drop: float | None = None
+) -> dict:
+    return {
+        "name": name,
+        "error": None,
+        "size_bytes": size,
+        "speedup": {"1": speedup},
+        "latency_ms_p50": {"1": 10 / speedup},
+        "accuracy_drop": drop,
+        "met": met,
+        "reasons": [] if met else [f"missed: {name}"],
+    }
+
+
+def test_the_fastest_qualifying_candidate_wins_on_latency() -> None:
+    tried = [
+        _record("a", 100, 1.5, True),
+        _record("b", 50, 2.5, True),
+        _record("c", 10, 3.0, False),
+    ]
+
+    best, why = _choose(tried, _job(min_speedup=1.2))
+
+    assert best["name"] == "b"
+    assert "best of 2" in why
+
+
+def test_the_smallest_qualifying_candidate_wins_on_size() -> None:
+    tried = [_record("a", 100, 1.5, True), _record("b", 50, 2.5, True)]
+
+    best, _ = _choose(tried, _job("size", min_speedup=1.2))
+
+    assert best["name"] == "b"
+
+
+def test_without_constraints_every_candidate_qualifies() -> None:
+    tried = [_record("a", 100, 1.1, None), _record("b", 100, 1.4, None)]
+
+    best, _ = _choose(tried, _job())
+
+    assert best["name"] == "b"
+
+
+def test_when_none_qualifies_the_closest_is_returned_with_the_reason() -> None:
+    tried = [
+        _record("far", 100, 1.0, False, drop=0.20),
+        _record("close", 100, 1.0, False, drop=0.02),
+    ]
+
+    best, why = _choose(tried, _job(max_accuracy_drop=0.01))
+
+    assert best["name"] == "close"
+    assert "No candidate met the constraints" in why and "close" in why
+
+
+def test_failed_candidates_are_never_chosen() -> None:
+    tried = [{"name": "broken", "error": "boom", "met": False}, _record("ok", 100, 0.9, False)]
+
+    best, _ = _choose(tried, _job(min_speedup=2.0))
+
+    assert best["name"] == "ok"
+
+
+def test_all_candidates_failing_fails_the_job() -> None:
+    tried = [{"name": "broken", "error": "boom", "met": False}]
+
+    with pytest.raises(JobFailure) as failure:
+        _choose(tried, _job())
+
+    assert failure.value.code == "no_candidate"
