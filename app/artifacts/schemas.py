@@ -2,6 +2,7 @@
 
 Every number in it was measured by the worker in one run; a value that could not be measured is
 null with a note. Unknown keys are kept (extra="allow") so that a newer worker's report still reads.
+The worker validates each report against `Report` before writing it, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -10,9 +11,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The HTML report needs nothing from anywhere: inline styles and inline SVG, no script, no image,
+# no fetch of any kind. `default-src` does not cover `base-uri` and `form-action`, so they are
+# closed too. Served as the HTTP header and written into the page's meta tag, so the page stays
+# locked down when opened from disk; hence no `frame-ancestors` (ignored in a meta tag).
+REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+class ModelRef(_Open):
+    id: str
+    name: str
+    format: str
+    sha256: str
 
 
 class LatencyStats(_Open):
@@ -30,7 +44,10 @@ class LatencyStats(_Open):
 
 class ModelMeasurement(_Open):
     format: str
-    runtime: str = Field(description="`onnxruntime` or `torch`.")
+    runtime: str = Field(description="`onnxruntime`, `torch` or `tvm`.")
+    provider: str | None = Field(
+        None, description="What ran it: an ONNX Runtime execution provider, `torch-<device>`, ..."
+    )
     size_bytes: int
     compressed_size_bytes: int = Field(description="zlib level 6 of the file.")
     parameters: int | None = Field(
@@ -44,6 +61,14 @@ class ModelMeasurement(_Open):
     latency_ms: dict[str, LatencyStats] = Field(description="By batch size.")
     throughput: dict[str, float | None]
     memory: dict[str, Any] = Field(description="`peak_rss_bytes`, measured alone, and how.")
+
+
+class Comparison(_Open):
+    size_ratio: float | None = Field(description="Optimized size over original size.")
+    speedup: dict[str, float] = Field(description="Original p50 over optimized p50, by batch size.")
+    noise: dict[str, float] | None = Field(
+        None, description="Control p50 over original p50 (a second copy of the original)."
+    )
 
 
 class OutputFidelity(_Open):
@@ -87,25 +112,66 @@ class StepRecord(_Open):
     warnings: list[str]
 
 
+class Environment(_Open):
+    device: str
+    execution_provider: list[str]
+    cpu_model: str | None
+    cpu_flags: list[str]
+    cores: int | None
+    threads: int
+    memory_bytes: int | None
+    python: str
+    platform: str
+    libraries: dict[str, str] = Field(description="Versions keyed by distribution name.")
+    gpu: str | None = Field(None, description="CUDA jobs only, as are the other `gpu_*` keys.")
+    gpu_memory_bytes: int | None = None
+    cuda_runtime: str | None = None
+    gpu_capability: str | None = None
+
+
+class BenchmarkSettings(_Open):
+    batch_sizes: list[int]
+    iterations: int
+    warmup: int
+    threads: int
+    interleaved: bool = Field(description="Original and optimized timed in alternating bursts.")
+    input_shapes: dict[str, list[Any]] | None = None
+    inputs: list[dict[str, Any]] = Field(description="The inputs fed: name, dtype, shape.")
+
+
 class Verdict(_Open):
     met: bool | None = Field(description="Null when the job had no constraints.")
     reasons: list[str]
     notes: list[str]
 
 
+class Candidate(_Open):
+    name: str
+    steps: list[dict[str, Any]]
+    error: str | None = Field(None, description="Why it did not run; null when it ran.")
+    met: bool | None = None
+    chosen: bool = False
+    size_bytes: int | None = None
+    latency_ms_p50: dict[str, float] | None = Field(None, description="By batch size.")
+    speedup: dict[str, float] | None = None
+    cosine_min: float | None = None
+    accuracy: float | None = None
+    accuracy_drop: float | None = None
+    reasons: list[str] | None = None
+    wall_s: float | None = None
+
+
 class Report(_Open):
     schema_version: Literal["1"]
     job_id: str
-    model: dict[str, Any]
+    model: ModelRef
     baseline: ModelMeasurement
     optimized: ModelMeasurement
-    comparison: dict[str, Any] = Field(
-        description="`size_ratio`, `speedup` (p50 ratio by batch size), `noise` (control/original)."
-    )
+    comparison: Comparison
     fidelity: Fidelity
     accuracy: Accuracy | None = None
     steps: list[StepRecord]
-    environment: dict[str, Any]
-    benchmark: dict[str, Any]
+    environment: Environment
+    benchmark: BenchmarkSettings
     verdict: Verdict
-    candidates: list[dict[str, Any]] | None = Field(None, description="`recipe: auto` only.")
+    candidates: list[Candidate] | None = Field(None, description="`recipe: auto` only.")

@@ -15,11 +15,13 @@ from worker.report.build import (
     sha256_of,
     verdict,
     write_json,
+    write_report,
 )
 from worker.report.html import render_html
+from worker.sandbox.protocol import ArtifactFile, SandboxRequest, SandboxResult
 
 
-def run_pipeline(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
+def run_pipeline(scratch: Path, request: SandboxRequest) -> SandboxResult:
     """Run a job's spec on its model; returns the artifacts written under `scratch/out`."""
     job = prepare(scratch, request)
     out = scratch / "out"
@@ -38,20 +40,22 @@ def run_pipeline(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
     job.progress.emit(0.9, "measuring original vs optimized")
     measured = measure_job(job, out / model_name, final_fmt)
     report = _report(job, measured, steps, extra)
-    write_json(out / "report.json", report)
-    (out / "report.html").write_text(render_html(report))
+    validated = write_report(out / "report.json", report)
+    (out / "report.html").write_text(render_html(validated), encoding="utf-8")
     write_json(out / "manifest.json", _manifest(job, report, out / model_name))
     job.progress.emit(1.0, "done")
-    return {
-        "artifacts": [
-            {"name": model_name, "kind": "model", "media_type": "application/octet-stream"},
-            {"name": "report.json", "kind": "report", "media_type": "application/json"},
-            {"name": "report.html", "kind": "report", "media_type": "text/html"},
-            {"name": "manifest.json", "kind": "manifest", "media_type": "application/json"},
-            *artifacts,
-        ],
-        "verdict": report["verdict"],
-    }
+    files = [
+        {"name": model_name, "kind": "model", "media_type": "application/octet-stream"},
+        {"name": "report.json", "kind": "report", "media_type": "application/json"},
+        {"name": "report.html", "kind": "report", "media_type": "text/html"},
+        {"name": "manifest.json", "kind": "manifest", "media_type": "application/json"},
+        *artifacts,
+    ]
+    return SandboxResult(
+        ok=True,
+        artifacts=[ArtifactFile.model_validate(f) for f in files],
+        verdict=report["verdict"],
+    )
 
 
 def _report(
@@ -61,8 +65,8 @@ def _report(
     threads = job.tools.threads
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
-        "job_id": job.request["job_id"],
-        "model": job.request["model"]["public"],
+        "job_id": job.request.job_id,
+        "model": job.request.model.public,
         "baseline": measured["baseline"],
         "optimized": measured["optimized"],
         "comparison": comp,
@@ -97,12 +101,12 @@ def _manifest(job: JobRun, report: dict[str, Any], model: Path) -> dict[str, Any
     """What a reader needs to reproduce the job: spec, pass versions, libraries, seeds, hashes."""
     request = job.request
     return {
-        "job_id": request["job_id"],
+        "job_id": request.job_id,
         "spec": job.spec.model_dump(mode="json"),
         "passes": [{"op": s["op"], "version": s["pass_version"]} for s in report["steps"]],
         "libraries": report["environment"]["libraries"],
         "seeds": {"benchmark_inputs": "batch size", "fidelity_inputs": "1000 + chunk index"},
-        "input_model_sha256": request["model"]["public"]["sha256"],
-        "datasets_sha256": request.get("datasets_sha256", {}),
+        "input_model_sha256": request.model.public["sha256"],
+        "datasets_sha256": request.datasets_sha256,
         "outputs": {model.name: sha256_of(model)},
     }

@@ -1,4 +1,4 @@
-"""The report: environment fingerprint, comparison, verdict, manifest; JSON and HTML."""
+"""The report: environment fingerprint, comparison, verdict, manifest; validated JSON."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from app.artifacts.schemas import Report
 from app.jobs.schemas import Constraints
 
 REPORT_SCHEMA_VERSION = "1"
@@ -45,8 +48,6 @@ def _memory_bytes() -> int | None:
 
 
 def _gpu() -> dict[str, Any]:
-    import torch
-
     if not torch.cuda.is_available():
         return {"gpu": None}
     props = torch.cuda.get_device_properties(0)
@@ -168,4 +169,24 @@ def sha256_of(path: Path) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str))
+    """Write `data` as indented JSON; a value JSON has no type for is written as its str()."""
+    path.write_text(_dumps(data))
+
+
+def write_report(path: Path, report: dict[str, Any]) -> Report:
+    """Write the report as JSON once it validates against the published `Report` schema.
+
+    Raises:
+        pydantic.ValidationError: the report does not fit the schema (a worker bug: nothing is
+            written, and the job fails instead of publishing a report the API cannot read).
+    """
+    text = _dumps(report)
+    # Validate what a reader will load back (batch sizes keyed as strings, numpy scalars turned
+    # to text), in the same way the API reads it.
+    validated = Report.model_validate(json.loads(text))
+    path.write_text(text)
+    return validated
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, default=str)

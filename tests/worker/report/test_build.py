@@ -1,11 +1,18 @@
-"""The verdict logic and the report's derived numbers, against hand-computed cases."""
+"""The verdict logic and the report's derived numbers, against hand-computed cases; the report
+is validated against its published schema when it is written."""
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
+from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
+from app.artifacts.schemas import Report
 from app.jobs.schemas import Constraints
-from worker.report.build import comparison, verdict
+from worker.report.build import comparison, verdict, write_report
 
 
 def _facts(size: int, p50: dict[str, float]) -> dict:
@@ -87,3 +94,48 @@ def test_speedups_inside_the_noise_band_are_flagged(faster: tuple[dict, dict]) -
     judged = verdict(None, comp, opt, None)
 
     assert any("within the noise" in n for n in judged["notes"])
+
+
+def test_written_report_is_the_json_and_comes_back_typed(
+    full_report: dict[str, Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "report.json"
+
+    written = write_report(path, full_report)
+
+    assert json.loads(path.read_text()) == full_report
+    assert isinstance(written, Report)
+    assert written.optimized.latency_ms["32"].p99 == pytest.approx(5.6 * 20 * 1.3)
+
+
+@pytest.mark.parametrize("key", ["baseline", "verdict", "environment"])
+def test_report_missing_a_required_key_raises_and_writes_nothing(
+    full_report: dict[str, Any], tmp_path: Path, key: str
+) -> None:
+    del full_report[key]
+    path = tmp_path / "report.json"
+
+    with pytest.raises(ValidationError, match=key):
+        write_report(path, full_report)
+
+    assert not path.exists()
+
+
+def test_report_with_a_value_of_the_wrong_type_raises(
+    full_report: dict[str, Any], tmp_path: Path
+) -> None:
+    full_report["optimized"]["size_bytes"] = "big"
+
+    with pytest.raises(ValidationError, match="size_bytes"):
+        write_report(tmp_path / "report.json", full_report)
+
+
+def test_report_is_validated_as_a_reader_loads_it(
+    full_report: dict[str, Any], tmp_path: Path
+) -> None:
+    # Keyed by int before the JSON round trip; a reader sees (and the schema expects) strings.
+    full_report["comparison"]["speedup"] = {1: 1.78, 32: 1.7}
+
+    written = write_report(tmp_path / "report.json", full_report)
+
+    assert written.comparison.speedup == {"1": 1.78, "32": 1.7}
