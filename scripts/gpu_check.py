@@ -23,7 +23,8 @@ from sklearn.datasets import load_digits
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from worker.pipeline.inspect import inspect_onnx
-from worker.pipeline.job import run_pipeline
+from worker.pipeline.run import run_pipeline
+from worker.sandbox.protocol import ModelFile, SandboxRequest
 
 
 class DigitsCnn(torch.nn.Module):
@@ -83,20 +84,21 @@ def run(work: Path, device: str) -> dict:
         "evaluation": {"dataset_id": "test", "metric": "accuracy"},
         "benchmark": {"batch_sizes": [1, 64], "iterations": 50},
     }
-    request = {
-        "job_id": f"gpu-check-{device}",
-        "device": device,
-        "spec": spec,
-        "threads": 4,
-        "model": {
-            "path": "input/model.onnx",
-            "format": "onnx",
-            "inputs": info["inputs"],
-            "outputs": info["outputs"],
-            "public": {"id": "m", "name": "digits", "format": "onnx", "sha256": "-"},
-        },
-        "datasets": {"train": "data/train.npz", "test": "data/test.npz"},
-    }
+    request = SandboxRequest(
+        kind="run",
+        job_id=f"gpu-check-{device}",
+        device=device,
+        spec=spec,
+        threads=4,
+        model=ModelFile(
+            path="input/model.onnx",
+            format="onnx",
+            inputs=info["inputs"],
+            outputs=info["outputs"],
+            public={"id": "m", "name": "digits", "format": "onnx", "sha256": "-"},
+        ),
+        datasets={"train": "data/train.npz", "test": "data/test.npz"},
+    )
     started = time.perf_counter()
     run_pipeline(scratch, request)
     report = json.loads((scratch / "out/report.json").read_text())

@@ -25,6 +25,7 @@ from app.db.session import session_scope
 from app.jobs import repository as jobs
 from app.jobs.schemas import dataset_refs
 from app.ml_models import repository as models
+from worker.sandbox.protocol import ModelFile, SandboxRequest
 from worker.sandbox.supervisor import Outcome, failure_of, run_sandboxed
 
 log = logging.getLogger(__name__)
@@ -66,61 +67,55 @@ class Heartbeat:
             return not alive or bool(job and job.cancel_requested)
 
 
-def _stage_inputs(job: Job, scratch: Path, storage: Storage, session: Any) -> dict[str, Any]:
+def _stage_inputs(job: Job, scratch: Path, storage: Storage, session: Any) -> SandboxRequest:
     model = models.get_any(session, job.model_id)
     if model is None:
         raise JobFailure("model_missing", "The job's model was deleted.")
     (scratch / "input").mkdir()
     rel = f"input/model.{EXTENSIONS[model.format]}"
     shutil.copyfile(storage.path_of(model.storage_key), scratch / rel)
-    request: dict[str, Any] = {
-        "kind": "run",
-        "job_id": job.id,
-        "device": (job.spec or {}).get("device", "cpu"),
-        "spec": job.spec,
-        "model": {
-            "path": rel,
-            "format": model.format,
-            "input_shapes": model.input_shapes,
-            "inputs": model.inputs or [],
-            "outputs": model.outputs or [],
-            "public": {
-                "id": model.id,
-                "name": model.name,
-                "format": model.format,
-                "sha256": model.sha256,
-            },
-        },
-        "datasets": {},
-        "datasets_sha256": {},
-    }
+    public = {"id": model.id, "name": model.name, "format": model.format, "sha256": model.sha256}
+    request = SandboxRequest(
+        kind="run",
+        job_id=job.id,
+        device=(job.spec or {}).get("device", "cpu"),
+        spec=job.spec,
+        model=ModelFile(
+            path=rel,
+            format=model.format,
+            input_shapes=model.input_shapes,
+            inputs=model.inputs or [],
+            outputs=model.outputs or [],
+            public=public,
+        ),
+    )
     (scratch / "data").mkdir()
     for pointer, dataset_id in dataset_refs(job.spec or {}):
         ds = datasets.get(session, job.tenant_id, dataset_id)
         if ds is None:
             raise JobFailure("dataset_missing", f"The dataset at {pointer} was deleted.")
-        if ds.id not in request["datasets"]:
+        if ds.id not in request.datasets:
             shutil.copyfile(storage.path_of(ds.storage_key), scratch / f"data/{ds.id}.npz")
-            request["datasets"][ds.id] = f"data/{ds.id}.npz"
-            request["datasets_sha256"][ds.id] = ds.sha256
+            request.datasets[ds.id] = f"data/{ds.id}.npz"
+            request.datasets_sha256[ds.id] = ds.sha256
     return request
 
 
 def _publish(job: Job, attempt: int, outcome: Outcome, scratch: Path, storage: Storage) -> None:
     out = (scratch / "out").resolve()
     rows = []
-    for art in (outcome.result or {}).get("artifacts", []):
-        path = (out / str(art["name"])).resolve()
+    for art in outcome.result.artifacts if outcome.result else []:
+        path = (out / art.name).resolve()
         if path.parent != out or path.is_symlink() or not path.is_file():
-            raise JobFailure("job_error", f"The job produced an invalid artifact {art['name']!r}.")
+            raise JobFailure("job_error", f"The job produced an invalid artifact {art.name!r}.")
         size, digest = path.stat().st_size, sha256_file(path)
         rows.append(
             {
                 "job_id": job.id,
                 "tenant_id": job.tenant_id,
                 "name": path.name,
-                "kind": str(art["kind"]),
-                "media_type": str(art.get("media_type", "application/octet-stream")),
+                "kind": art.kind,
+                "media_type": art.media_type,
                 "size_bytes": size,
                 "sha256": digest,
                 "storage_key": storage.put(path, digest),
@@ -183,7 +178,7 @@ def execute_job(
             job = session.get(Job, job_id)
             assert job is not None
             request = _stage_inputs(job, scratch, storage, session)
-        request["threads"] = settings.sandbox_threads or os.cpu_count() or 1
+        request.threads = settings.sandbox_threads or os.cpu_count() or 1
         beat = Heartbeat(job_id, attempt, settings, stop)
         outcome = run_sandboxed(scratch, request, settings, settings.sandbox_wall_seconds, beat)
         if beat.interrupted:
@@ -224,17 +219,15 @@ def execute_inspection(model_id: str, settings: Settings) -> str | None:
     try:
         rel = f"model.{EXTENSIONS[fmt]}"
         shutil.copyfile(storage.path_of(key), scratch / rel)
-        request = {
-            "kind": "inspect",
-            "model": {"path": rel, "format": fmt, "input_shapes": shapes},
-            "threads": 1,
-        }
+        request = SandboxRequest(
+            kind="inspect", model=ModelFile(path=rel, format=fmt, input_shapes=shapes)
+        )
         outcome = run_sandboxed(scratch, request, settings, settings.inspect_wall_seconds)
         failure = failure_of(outcome, scratch, settings.inspect_wall_seconds)
         if failure is not None:
             values: dict[str, Any] = {"status": ModelStatus.rejected, "error": failure.to_problem()}
         else:
-            info = (outcome.result or {})["model"]
+            info = (outcome.result.model if outcome.result else None) or {}
             values = {
                 "status": ModelStatus.ready,
                 **{k: info.get(k) for k in ("inputs", "outputs", "parameter_count", "opset")},

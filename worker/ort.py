@@ -27,6 +27,12 @@ ORT_TYPES = {
 }
 
 
+LEVELS = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+}
+
+
 def load_checked(path: Path) -> Any:
     """Load an ONNX file refusing external data and unknown op domains, then run the checker.
 
@@ -82,16 +88,39 @@ def providers_for(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(path: Path, threads: int, device: str = "cpu") -> tuple[Any, float]:
-    """An ONNX Runtime session with fixed threads; returns it and its load time in ms."""
+def session(
+    model: Path | str | bytes,
+    threads: int,
+    device: str = "cpu",
+    *,
+    level: str | None = None,
+    optimized_path: Path | None = None,
+) -> ort.InferenceSession:
+    """The one way ModelPress opens ONNX Runtime: fixed threads, sequential, quiet.
+
+    Args:
+        model: a path, or a serialized ModelProto.
+        level: `basic` or `extended` graph optimization (default: ONNX Runtime's default, all).
+        optimized_path: where ONNX Runtime writes the graph it optimized (offline optimization).
+    """
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    if level is not None:
+        options.graph_optimization_level = LEVELS[level]
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=providers_for(device))
+
+
+def make_session(path: Path, threads: int, device: str = "cpu") -> tuple[Any, float]:
+    """A session on `path` and its load time in ms."""
     start = time.perf_counter()
-    session = ort.InferenceSession(str(path), options, providers=providers_for(device))
-    return session, (time.perf_counter() - start) * 1000
+    opened = session(path, threads, device)
+    return opened, (time.perf_counter() - start) * 1000
 
 
 def signature(session: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

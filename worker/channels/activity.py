@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from worker.channels.state import Analysis
+from worker.ort import session as ort_session
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -31,14 +31,7 @@ def activity(
     if not axes:
         return {}
     names = sorted(axes)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        _with_outputs(analysis.model, names).SerializeToString(),
-        options,
-        providers=["CPUExecutionProvider"],
-    )
+    session = ort_session(_with_outputs(analysis.model, names).SerializeToString(), threads)
     dtypes = {i.name: ORT_DTYPES.get(i.type) for i in session.get_inputs()}
     samples = min(len(a) for a in feeds.values())
     sums = {n: np.zeros(len(axes[n][1])) for n in names}

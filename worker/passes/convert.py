@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 from onnxconverter_common import float16
 
@@ -41,6 +40,7 @@ from app.passes.convert import (
     ConvertConfig,
     ConvertTechnique,
 )
+from worker.ort import session as ort_session
 from worker.passes.base import Pass, PassContext, PassResult
 
 FP16_MAX = 65504.0
@@ -173,13 +173,6 @@ def _transposes_into_matmuls(graph: Any) -> list[str]:
     return sorted(set(found))
 
 
-def _session(model: Any, threads: int) -> Any:
-    """An ONNX Runtime CPU session on a path or serialized bytes."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-
 def _probe(source: Any, feeds: dict[str, Any], threads: int) -> dict[str, np.ndarray]:
     """Every top-level tensor of the fp32 model (intermediates included) on `feeds`."""
     model = onnx.ModelProto()
@@ -191,7 +184,7 @@ def _probe(source: Any, feeds: dict[str, Any], threads: int) -> dict[str, np.nda
                 model.graph.output.append(onnx.ValueInfoProto(name=name))
                 present.add(name)
     try:
-        session = _session(model.SerializeToString(), threads)
+        session = ort_session(model.SerializeToString(), threads)
         values = session.run(None, feeds)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise JobFailure("conversion_failed", f"The fp32 model does not run: {exc}") from exc
@@ -373,7 +366,7 @@ def _to_bf16(source: Any, config: ConvertConfig) -> Any:
 
 def _run_converted(path: Path, feeds: dict[str, Any], threads: int, keep_io: bool) -> list[Any]:
     try:
-        session = _session(str(path), threads)
+        session = ort_session(str(path), threads)
         if not keep_io:
             feeds = {
                 k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in feeds.items()

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from onnx import helper
@@ -42,6 +41,7 @@ from app.passes.distill import (
     DistillTechnique,
 )
 from worker.onnx_to_torch.module import to_torch, write_back
+from worker.ort import session as ort_session
 from worker.passes.base import Pass, PassContext, PassResult
 
 CHECK_SAMPLES = 256  # samples on which the written model is compared with the trained module
@@ -163,12 +163,6 @@ def _load(ctx: PassContext, config: DistillConfig, proto: Any, names: list[str])
     return _Data(student, raw, labels, np.sort(order[held:]), np.sort(order[:held]))
 
 
-def _ort_session(path: Path | str, threads: int) -> Any:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, threads)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _ort_outputs(session: Any, arrays: list[np.ndarray], batch: int) -> list[np.ndarray]:
     """A session's outputs over all samples, in batches."""
     inputs = session.get_inputs()
@@ -192,7 +186,7 @@ def _teacher_outputs(
     if path is None or fmt is None:
         raise JobFailure("no_teacher", "Distillation needs the original model as the teacher.")
     if fmt == "onnx":
-        session = _ort_session(path, ctx.threads)
+        session = ort_session(path, ctx.threads)
         names = [i.name for i in session.get_inputs()]
         outputs = _ort_outputs(session, _bind(data.raw, names, "the teacher's inputs"), batch)
         return outputs, {"format": fmt, "runtime": "onnxruntime"}
@@ -392,7 +386,7 @@ def _evaluate(
     path: Path, data: _Data, teacher: list[np.ndarray], task: _Task, threads: int
 ) -> dict[str, Any]:
     """The ONNX model's held-out agreement with the teacher and accuracy, with onnxruntime."""
-    session = _ort_session(path, threads)
+    session = ort_session(path, threads)
     outputs = _ort_outputs(session, [a[data.val] for a in data.student], 256)
     shapes = [o.shape[1:] for o in outputs], [t.shape[1:] for t in teacher]
     if shapes[0] != shapes[1]:
@@ -416,7 +410,7 @@ def _check_written(path: Path, module: Any, data: _Data, threads: int) -> float:
     index = data.val[:CHECK_SAMPLES]
     arrays = [a[index] for a in data.student]
     try:
-        got = _ort_outputs(_ort_session(path, threads), arrays, CHECK_SAMPLES)
+        got = _ort_outputs(ort_session(path, threads), arrays, CHECK_SAMPLES)
     except Exception as exc:
         raise JobFailure("distill_failed", f"onnxruntime cannot run the result: {exc}") from exc
     with torch.no_grad():

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-import onnxruntime as ort
 from onnxruntime.transformers.optimizer import optimize_model
 
 from app.passes.optimize import (
     OptimizeConfig,
     OptimizeTechnique,
 )
+from worker.ort import session as ort_session
 from worker.passes.base import Pass, PassContext, PassResult
 
 LEVEL_WARNING = (
@@ -63,15 +63,7 @@ class OptimizePass(Pass[OptimizeConfig]):
             warnings.append(FUSION_WARNING if metrics["fused_operators"] else NO_FUSION_WARNING)
             source = fused_path
         out = ctx.work_dir / "optimized.onnx"
-        options = ort.SessionOptions()
-        options.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            if config.level == "basic"
-            else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        )
-        options.optimized_model_filepath = str(out)
-        options.intra_op_num_threads = ctx.threads
-        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        ort_session(source, ctx.threads, level=config.level, optimized_path=out)
         before = onnx.load(str(ctx.input_path), load_external_data=False)
         after = onnx.load(str(out), load_external_data=False)
         metrics |= {

@@ -28,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from app.core.errors import JobFailure
 from app.passes.prune_channel import (
@@ -41,6 +40,7 @@ from worker.channels.activity import ORT_DTYPES, activity
 from worker.channels.analysis import analyze
 from worker.channels.rewrite import parameter_count, rewrite
 from worker.channels.select import by_ratio, dead_units, importance
+from worker.ort import session as ort_session
 from worker.passes.base import Pass, PassContext, PassResult
 
 MAX_GROUPS_REPORTED = 500
@@ -203,28 +203,21 @@ def _strictly_checked(model: Any) -> Any:
     return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
 
 
-def _session(path: Path, threads: int) -> Any:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def _verify(ctx: PassContext, pruned: Path, masked: Path) -> float:
     """Run the original, the pruned model and the masked reference on example inputs; the
     pruned model must keep the output shapes and compute what the reference computes."""
     try:
         feeds = ctx.tools.example_inputs(2)
-        expected = _session(ctx.input_path, ctx.threads).run(None, feeds)
+        expected = ort_session(ctx.input_path, ctx.threads).run(None, feeds)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise JobFailure(
             "pruning_failed",
             f"The input model does not run on synthesized inputs, so the pruned one cannot be "
             f"checked ({exc}); give its input shapes in `benchmark.input_shapes`.",
         ) from exc
-    reference = _session(masked, ctx.threads).run(None, feeds)
+    reference = ort_session(masked, ctx.threads).run(None, feeds)
     try:
-        got = _session(pruned, ctx.threads).run(None, feeds)
+        got = ort_session(pruned, ctx.threads).run(None, feeds)
     except Exception as exc:
         raise JobFailure("pruning_failed", f"The pruned model does not run: {exc}") from exc
     error = 0.0
@@ -251,13 +244,13 @@ def _against_original(
     source: Path, pruned: Path, feeds: dict[str, Any], threads: int
 ) -> tuple[float, float]:
     """(max abs error of the pruned model vs the original, max abs output of the original)."""
-    original = _session(source, threads)
+    original = ort_session(source, threads)
     typed = {
         i.name: np.asarray(feeds[i.name], dtype=ORT_DTYPES.get(i.type))
         for i in original.get_inputs()
     }
     want = [np.asarray(o, np.float64) for o in original.run(None, typed)]
-    got = [np.asarray(o, np.float64) for o in _session(pruned, threads).run(None, typed)]
+    got = [np.asarray(o, np.float64) for o in ort_session(pruned, threads).run(None, typed)]
     error = max((float(np.abs(a - b).max(initial=0.0)) for a, b in zip(want, got, strict=True)))
     scale = max(float(np.abs(a).max(initial=0.0)) for a in want)
     return error, scale

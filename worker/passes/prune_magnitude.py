@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import numpy_helper
 
 from app.core.errors import JobFailure
@@ -26,6 +25,7 @@ from app.passes.prune_magnitude import (
     PruneMagnitudeConfig,
     PruneMagnitudeTechnique,
 )
+from worker.ort import session as ort_session
 from worker.passes.base import Pass, PassContext, PassResult
 
 FLOAT_TYPES = (1, 10, 11)  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE
@@ -134,10 +134,7 @@ def _layers(weights: dict[str, list[Any]], pruned: dict[str, np.ndarray]) -> lis
 
 
 def _outputs(path: Path, feeds: dict[str, Any], threads: int) -> list[np.ndarray]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return [np.asarray(v, dtype=np.float64) for v in session.run(None, feeds)]
+    return [np.asarray(v, dtype=np.float64) for v in ort_session(path, threads).run(None, feeds)]
 
 
 def _check_runs(source: Path, out: Path, feeds: dict[str, Any], threads: int) -> float:

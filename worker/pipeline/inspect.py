@@ -8,6 +8,7 @@ from typing import Any
 from app.core.errors import JobFailure
 from worker.ort import load_checked, make_session, opset_of, parameter_counts, signature
 from worker.runtimes.torch_programs import inspect_torch
+from worker.sandbox.protocol import SandboxRequest
 
 
 def inspect_onnx(path: Path, threads: int) -> dict[str, Any]:
@@ -30,12 +31,10 @@ def inspect_onnx(path: Path, threads: int) -> dict[str, Any]:
     }
 
 
-def inspect_model(scratch: Path, request: dict[str, Any]) -> dict[str, Any]:
+def inspect_model(scratch: Path, request: SandboxRequest) -> dict[str, Any]:
     """The inspection result for the model in `request` (paths relative to `scratch`)."""
-    path = scratch / request["model"]["path"]
-    fmt = request["model"]["format"]
-    threads = int(request.get("threads", 1))
+    path, fmt, threads = scratch / request.model.path, request.model.format, request.threads
     if fmt == "onnx":
         return inspect_onnx(path, threads)
 
-    return inspect_torch(path, fmt, request["model"].get("input_shapes"), threads)
+    return inspect_torch(path, fmt, request.model.input_shapes, threads)

@@ -20,6 +20,7 @@ from worker.pipeline.tools import WorkerTools
 from worker.runtimes import loaded as runtimes
 from worker.runtimes.torch_programs import load_program, vocab_sizes
 from worker.sandbox.progress import Progress
+from worker.sandbox.protocol import SandboxRequest
 
 MODEL_EXTENSIONS = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2", "tvm": "so"}
 
@@ -38,7 +39,7 @@ class JobRun:
     """The sandbox side of one job: its spec, files, tools and progress."""
 
     spec: JobCreate
-    request: dict[str, Any]
+    request: SandboxRequest
     scratch: Path
     source: Path
     fmt: str
@@ -55,16 +56,16 @@ def _check_device(device: str) -> None:
         raise JobFailure("device_unavailable", "The job asks for CUDA; this worker has no GPU.")
 
 
-def prepare(scratch: Path, request: dict[str, Any]) -> JobRun:
-    spec = JobCreate.model_validate(request["spec"])
+def prepare(scratch: Path, request: SandboxRequest) -> JobRun:
+    spec = JobCreate.model_validate(request.spec)
     _check_device(spec.device)
-    source, fmt = scratch / request["model"]["path"], request["model"]["format"]
-    datasets = {k: scratch / v for k, v in request.get("datasets", {}).items()}
+    source, fmt = scratch / request.model.path, request.model.format
+    datasets = {k: scratch / v for k, v in request.datasets.items()}
     tools = WorkerTools(
-        request["model"]["inputs"],
+        request.model.inputs,
         _vocab(source, fmt),
         spec.benchmark.input_shapes,
-        int(request["threads"]),
+        request.threads,
         datasets,
     )
     return JobRun(spec, request, scratch, source, fmt, tools, datasets, Progress(scratch))
@@ -150,7 +151,7 @@ def measure_job(job: JobRun, final: Path, final_fmt: str, full: bool = True) -> 
         facts[label]["latency_ms"] = lat[label]
         facts[label]["throughput"] = {b: s["throughput"] for b, s in lat[label].items()}
         facts[label]["memory"] = _memory(spec, loaded[label], tools, vocab, max(sizes))
-    outputs = [o["name"] for o in request["model"].get("outputs") or []]
+    outputs = [o["name"] for o in request.model.outputs]
     fidelity, accuracy = measure.fidelity_and_accuracy(pair, spec, datasets, outputs)
     if device == "cuda" and any(x.provider in ("CPUExecutionProvider",) for x in loaded.values()):
         notes.append(

@@ -14,58 +14,56 @@ import json
 import os
 import traceback
 from pathlib import Path
-from typing import Any
 
+from app.core.errors import JobFailure
 from worker.sandbox.limits import LIMITS_ENV, apply_limits
+from worker.sandbox.protocol import RESULT_FILE, SandboxRequest, SandboxResult, failure
 
 
-def write_result(scratch: Path, result: dict[str, Any]) -> None:
-    tmp = scratch / "result.json.tmp"
-    tmp.write_text(json.dumps(result, default=str))
-    os.replace(tmp, scratch / "result.json")
-
-
-def _failure(code: str, detail: str) -> dict[str, Any]:
-    return {"ok": False, "error": {"code": code, "detail": detail[:2000]}}
+def write_result(scratch: Path, result: SandboxResult) -> None:
+    tmp = scratch / f"{RESULT_FILE}.tmp"
+    tmp.write_text(result.model_dump_json())
+    os.replace(tmp, scratch / RESULT_FILE)
 
 
 OUT_OF_MEMORY_MARKS = ("failed to allocate memory", "bad_alloc", "cannot allocate memory")
 
 
-def _classify(exc: Exception) -> dict[str, Any]:
+def _classify(exc: Exception) -> SandboxResult:
     """Resource errors raised by native code (ONNX Runtime, torch) keep their meaning."""
     text = str(exc)
     if any(mark in text.lower() for mark in OUT_OF_MEMORY_MARKS):
-        return _failure("resource_exhausted", f"The job ran out of its memory limit: {text[:300]}")
+        return failure("resource_exhausted", f"The job ran out of its memory limit: {text[:300]}")
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
-        return _failure("resource_exhausted", "The job exceeded its file size limit.")
-    return _failure("job_error", f"{type(exc).__name__}: {text}")
+        return failure("resource_exhausted", "The job exceeded its file size limit.")
+    return failure("job_error", f"{type(exc).__name__}: {text}")
+
+
+def _serve(scratch: Path, request: SandboxRequest) -> SandboxResult:
+    # Model libraries are imported only now, after the limits, and only those the kind needs
+    # (an ONNX inspection loads no torch).
+    if request.kind == "inspect":
+        from worker.pipeline.inspect import inspect_model
+
+        return SandboxResult(ok=True, model=inspect_model(scratch, request))
+    from worker.pipeline.run import run_pipeline
+
+    return run_pipeline(scratch, request)
 
 
 def main(argv: list[str]) -> int:
     request_path = Path(argv[1]).resolve()
     scratch = request_path.parent
     apply_limits(json.loads(os.environ.get(LIMITS_ENV, "{}")))
-    request = json.loads(request_path.read_text())
+    request = SandboxRequest.model_validate_json(request_path.read_bytes())
     try:
-        from app.core.errors import JobFailure
-
-        try:
-            if request["kind"] == "inspect":
-                from worker.pipeline.inspect import inspect_model
-
-                result: dict[str, Any] = {"ok": True, "model": inspect_model(scratch, request)}
-            else:
-                from worker.pipeline.run import run_pipeline
-
-                result = {"ok": True, **run_pipeline(scratch, request)}
-        except JobFailure as exc:
-            result = _failure(exc.code, exc.detail)
+        result = _serve(scratch, request)
+    except JobFailure as exc:
+        result = failure(exc.code, exc.detail)
     except MemoryError:
-        result = _failure("resource_exhausted", "The job ran out of its memory limit.")
+        result = failure("resource_exhausted", "The job ran out of its memory limit.")
     except Exception as exc:
         traceback.print_exc()
         result = _classify(exc)
     write_result(scratch, result)
     return 0
-

@@ -16,6 +16,7 @@ from typing import Any
 from app.core.config import Settings
 from app.core.errors import JobFailure
 from worker.sandbox.limits import LIMITS_ENV
+from worker.sandbox.protocol import REQUEST_FILE, SandboxRequest, SandboxResult, read_result
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Only these variables reach the child: no database or broker URL, no credentials.
@@ -26,7 +27,7 @@ KILL_GRACE_SECONDS = 3.0
 
 @dataclass
 class Outcome:
-    result: dict[str, Any] | None
+    result: SandboxResult | None
     returncode: int
     timed_out: bool = False
     cancelled: bool = False
@@ -96,20 +97,20 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def run_sandboxed(
     scratch: Path,
-    request: dict[str, Any],
+    request: SandboxRequest,
     settings: Settings,
     wall_seconds: float,
     on_tick: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> Outcome:
     """Run one request in a fresh child; `on_tick(progress)` returning True cancels it."""
     (scratch / "tmp").mkdir(exist_ok=True)
-    request_path = scratch / "request.json"
-    request_path.write_text(json.dumps(request))
+    request_path = scratch / REQUEST_FILE
+    request_path.write_text(request.model_dump_json())
     with (scratch / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "worker.sandbox", str(request_path)],
             cwd=scratch,
-            env=child_env(settings, scratch, str(request.get("device", "cpu"))),
+            env=child_env(settings, scratch, request.device),
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=err,
@@ -122,12 +123,8 @@ def run_sandboxed(
             _stop(proc)  # a soft time limit or shutdown in the supervisor takes the child along
             raise
     outcome.stderr_tail = (scratch / "stderr.log").read_text(errors="replace")[-4000:]
-    result_path = scratch / "result.json"
-    if result_path.exists() and not outcome.timed_out and not outcome.cancelled:
-        try:
-            outcome.result = json.loads(result_path.read_text())
-        except ValueError:
-            outcome.result = None
+    if not outcome.timed_out and not outcome.cancelled:
+        outcome.result = read_result(scratch)
     return outcome
 
 
@@ -176,8 +173,10 @@ def failure_of(outcome: Outcome, scratch: Path, wall_seconds: float) -> JobFailu
     result = outcome.result
     if result is None:
         return JobFailure("job_error", f"The job process exited ({code}) without a result.")
-    if not result.get("ok"):
-        err = result.get("error") or {}
-        detail = str(err.get("detail", "failed")).replace(str(scratch), "<scratch>")
-        return JobFailure(str(err.get("code", "job_error")), detail)
+    if not result.ok:
+        error = result.error
+        detail = (error.detail if error else "") or "failed"
+        return JobFailure(
+            (error.code if error else "") or "job_error", detail.replace(str(scratch), "<scratch>")
+        )
     return None

@@ -24,7 +24,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from app.core.config import Settings
+from worker.sandbox import protocol
 from worker.sandbox.limits import LIMITS_ENV
+from worker.sandbox.protocol import ModelFile, SandboxRequest, SandboxResult
 from worker.sandbox.supervisor import (
     PASSTHROUGH_ENV,
     PROJECT_ROOT,
@@ -97,36 +99,33 @@ def secrets_in_parent(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return SECRETS
 
 
-def _inspect_request(scratch: Path, model: Path) -> dict[str, Any]:
+def _inspect_request(scratch: Path, model: Path) -> SandboxRequest:
     shutil.copyfile(model, scratch / "model.onnx")
-    return {
-        "kind": "inspect",
-        "model": {"path": "model.onnx", "format": "onnx", "input_shapes": None},
-        "threads": 1,
-    }
+    return _inspect("model.onnx")
 
 
-def _run_request(spec: dict[str, Any], input_name: str) -> dict[str, Any]:
+def _inspect(path: str) -> SandboxRequest:
+    return SandboxRequest(kind="inspect", model=ModelFile(path=path, format="onnx"))
+
+
+def _run_request(spec: dict[str, Any], input_name: str) -> SandboxRequest:
     """A `run` request for the transformer (`input_ids`) or the big MatMul (`x`) in input/."""
     inputs, outputs = SIGNATURES[input_name]
-    return {
-        "kind": "run",
-        "job_id": "j",
-        "spec": {"model_id": "m", **spec},
-        "model": {
-            "path": "input/model.onnx",
-            "format": "onnx",
-            "input_shapes": None,
-            "inputs": inputs,
-            "outputs": outputs,
-            "public": {"id": "m", "name": "m", "format": "onnx", "sha256": "0" * 64},
-        },
-        "datasets": {},
-        "threads": 1,
-    }
+    return SandboxRequest(
+        kind="run",
+        job_id="j",
+        spec={"model_id": "m", **spec},
+        model=ModelFile(
+            path="input/model.onnx",
+            format="onnx",
+            inputs=inputs,
+            outputs=outputs,
+            public={"id": "m", "name": "m", "format": "onnx", "sha256": "0" * 64},
+        ),
+    )
 
 
-def _long_request(scratch: Path, model: Path) -> dict[str, Any]:
+def _long_request(scratch: Path, model: Path) -> SandboxRequest:
     """A valid job on the transformer that runs for minutes (a long benchmark), for kill paths."""
     (scratch / "input").mkdir()
     shutil.copyfile(model, scratch / "input/model.onnx")
@@ -469,10 +468,10 @@ def test_job_writing_past_its_file_size_limit_fails_resource_exhausted(
         (Outcome(None, 0), "job_error"),
         (Outcome(None, 1), "job_error"),
         (
-            Outcome({"ok": False, "error": {"code": "model_rejected", "detail": "x"}}, 0),
+            Outcome(protocol.failure("model_rejected", "x"), 0),
             "model_rejected",
         ),
-        (Outcome({"ok": False, "error": {}}, 0), "job_error"),
+        (Outcome(SandboxResult(ok=False), 0), "job_error"),
     ],
     ids=[
         "sigsegv",
@@ -494,7 +493,7 @@ def test_failure_of_maps_outcomes_to_codes(outcome: Outcome, code: str, scratch:
 
 
 def test_failure_of_a_success_is_none(scratch: Path) -> None:
-    outcome = Outcome({"ok": True, "artifacts": []}, 0)
+    outcome = Outcome(SandboxResult(ok=True), 0)
 
     failure = failure_of(outcome, scratch, 30)
 
@@ -512,7 +511,7 @@ def test_failure_of_names_the_crash_signal(scratch: Path) -> None:
 
 def test_failure_of_scrubs_the_scratch_path(scratch: Path) -> None:
     detail = f"cannot read {scratch}/input/model.onnx (see {scratch}/stderr.log)"
-    outcome = Outcome({"ok": False, "error": {"code": "model_rejected", "detail": detail}}, 0)
+    outcome = Outcome(protocol.failure("model_rejected", detail), 0)
 
     failure = failure_of(outcome, scratch, 30)
 
@@ -532,7 +531,8 @@ def test_valid_onnx_inspection_returns_its_signature(
     outcome = run_sandboxed(scratch, request, settings, LIVENESS_SECONDS)
 
     assert failure_of(outcome, scratch, LIVENESS_SECONDS) is None
-    model = outcome.result["model"]
+    assert outcome.result is not None and outcome.result.model is not None
+    model = outcome.result.model
     assert model["inputs"] == [{"name": "input", "dtype": "float32", "shape": ["batch", 32]}]
     assert model["outputs"] == [{"name": "output", "dtype": "float32", "shape": ["batch", 10]}]
     assert model["parameter_count"] == sum(p.numel() for p in mlp_module.parameters())
@@ -540,27 +540,20 @@ def test_valid_onnx_inspection_returns_its_signature(
 
 def test_corrupt_onnx_is_rejected_by_the_child(settings: Settings, scratch: Path) -> None:
     (scratch / "model.onnx").write_bytes(os.urandom(4096))
-    request = {
-        "kind": "inspect",
-        "model": {"path": "model.onnx", "format": "onnx", "input_shapes": None},
-        "threads": 1,
-    }
+    request = _inspect("model.onnx")
 
     outcome = run_sandboxed(scratch, request, settings, LIVENESS_SECONDS)
 
     assert outcome.returncode == 0
     assert outcome.result is not None
-    assert outcome.result["ok"] is False
-    assert outcome.result["error"]["code"] == "model_rejected"
+    assert outcome.result.ok is False
+    assert outcome.result.error is not None
+    assert outcome.result.error.code == "model_rejected"
 
 
 def test_real_child_failure_detail_is_scrubbed(settings: Settings, scratch: Path) -> None:
     """A child error that names a file in scratch reaches the job without the host path."""
-    request = {
-        "kind": "inspect",
-        "model": {"path": "missing.onnx", "format": "onnx", "input_shapes": None},
-        "threads": 1,
-    }
+    request = _inspect("missing.onnx")
 
     outcome = run_sandboxed(scratch, request, settings, LIVENESS_SECONDS)
 
@@ -614,9 +607,9 @@ def test_child_dies_with_its_supervisor(
     script.write_text(
         textwrap.dedent(
             f"""
-            import json
             from pathlib import Path
             from app.core.config import Settings
+            from worker.sandbox.protocol import SandboxRequest
             from worker.sandbox.supervisor import run_sandboxed
 
             settings = Settings(
@@ -624,7 +617,7 @@ def test_child_dies_with_its_supervisor(
                 sandbox_threads=1,
                 sandbox_memory_mb=6144,
             )
-            request = json.loads({json.dumps(json.dumps(request))})
+            request = SandboxRequest.model_validate_json({request.model_dump_json()!r})
             run_sandboxed(Path({str(scratch)!r}), request, settings, 600)
             """
         )
