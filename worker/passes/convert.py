@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
-from onnxconverter_common import float16
+import onnxruntime as ort
 
 from app.core.errors import JobFailure
 from app.passes.convert import (
@@ -42,33 +39,23 @@ from app.passes.convert import (
 )
 from worker.ort import session as ort_session
 from worker.passes.base import Pass, PassContext, PassResult
-
-FP16_MAX = 65504.0
-
-
-OVERFLOW_HEADROOM = 2.0
-
+from worker.precision.bf16 import bf16_candidate, to_bf16
+from worker.precision.fp16 import BF16, FLOAT, blocked_ops, name_nodes, overflowing_nodes, to_fp16
 
 PROBE_BATCH = 2
 
 
-BF16_MIN_ELEMENTS = 16  # smaller float constants (scalars, epsilons) stay fp32: they cost nothing
-
-
-FLOAT, FLOAT16, BF16 = 1, 10, 16  # onnx.TensorProto element types
-
-
 CPU_FP16_WARNING = (
     "On CPUs without fp16 arithmetic (this one has none), ONNX Runtime computes fp16 nodes in "
-    "fp32 behind inserted casts: fp16 halves the file but is no faster (measured 0.97x to 1.16x "
-    "the fp32 latency on transformer encoders). The report's latency rows measure this model."
+    "fp32 behind inserted casts: fp16 halves the file but is not expected to be faster. The "
+    "report's latency rows measure this model."
 )
 
 
 CRASH_WARNING = (
-    "ONNX Runtime 1.32 crashed (SIGSEGV) loading the fp16 graph, a bug of its CPU optimizer with "
-    "fp16 Transpose into MatMul; {count} Transpose node(s) feeding MatMul/Gemm stay fp32 to "
-    "avoid it."
+    "ONNX Runtime {version} crashed (SIGSEGV) loading the fp16 graph, a bug of its CPU "
+    "optimizer with fp16 Transpose into MatMul; {count} Transpose node(s) feeding MatMul/Gemm "
+    "stay fp32 to avoid it."
 )
 
 
@@ -84,7 +71,7 @@ class ConvertPass(Pass[ConvertConfig]):
 
     def run(self, ctx: PassContext, config: ConvertConfig) -> PassResult:
         source = onnx.load(str(ctx.input_path), load_external_data=False)
-        _name_nodes(source)
+        name_nodes(source)
         feeds = ctx.tools.example_inputs(PROBE_BATCH)
         probe = _probe(source, feeds, ctx.threads)
         out = ctx.work_dir / "converted.onnx"
@@ -93,7 +80,7 @@ class ConvertPass(Pass[ConvertConfig]):
         if config.precision == "fp16":
             fallback, workaround = _write_fp16(source, config, probe, out)
         else:
-            onnx.save(_to_bf16(source, config), str(out))
+            onnx.save(to_bf16(source, config), str(out))
         try:  # a refused model is not left behind in the work directory
             got = _run_converted(out, feeds, ctx.threads, config.keep_io_types)
             names = [o.name for o in source.graph.output]
@@ -123,7 +110,7 @@ def _notes(config: ConvertConfig, device: str, workaround: list[str]) -> list[st
     if config.precision == "fp16" and device == "cpu" and not _cpu_has_fp16():
         notes.append(CPU_FP16_WARNING)
     if workaround:
-        notes.append(CRASH_WARNING.format(count=len(workaround)))
+        notes.append(CRASH_WARNING.format(count=len(workaround), version=ort.__version__))
     return notes
 
 
@@ -132,12 +119,12 @@ def _write_fp16(
 ) -> tuple[dict[str, float], list[str]]:
     """Convert and save; where ONNX Runtime crashes loading the result, convert again with the
     Transposes that feed a MatMul/Gemm kept in fp32. Returns (fallback, workaround) nodes."""
-    fallback = _overflowing_nodes(source, probe) if config.auto_fallback else {}
-    onnx.save(_to_fp16(source, config, probe, set(fallback)), str(out))
+    fallback = overflowing_nodes(source, probe) if config.auto_fallback else {}
+    onnx.save(to_fp16(source, config, probe, set(fallback)), str(out))
     if _loads_in_child(out):
         return fallback, []
     workaround = _transposes_into_matmuls(source.graph)
-    onnx.save(_to_fp16(source, config, probe, {*fallback, *workaround}), str(out))
+    onnx.save(to_fp16(source, config, probe, {*fallback, *workaround}), str(out))
     if workaround and _loads_in_child(out):
         return fallback, workaround
     out.unlink()
@@ -191,179 +178,6 @@ def _probe(source: Any, feeds: dict[str, Any], threads: int) -> dict[str, np.nda
     return dict(zip([o.name for o in session.get_outputs()], values, strict=True))
 
 
-def _peak(array: Any) -> float:
-    """The largest magnitude of a float array (inf counts), 0 for other types or empty arrays."""
-    a = np.asarray(array)
-    if a.dtype.kind != "f" or a.size == 0:
-        return 0.0
-    return float(np.nanmax(np.abs(a.astype(np.float64)), initial=0.0))
-
-
-def _overflowing_nodes(model: Any, probe: dict[str, np.ndarray]) -> dict[str, float]:
-    """Nodes that read or write a value past the fp16 limit: node name -> largest magnitude."""
-    limit = FP16_MAX / OVERFLOW_HEADROOM
-    peaks = {k: _peak(v) for k, v in probe.items()}
-    peaks.update((i.name, _peak(numpy_helper.to_array(i))) for i in model.graph.initializer)
-    found = {}
-    for node in model.graph.node:
-        peak = max((peaks.get(t, 0.0) for t in [*node.input, *node.output] if t), default=0.0)
-        if peak > limit:
-            found[node.name] = peak
-    return found
-
-
-def _name_nodes(model: Any) -> None:
-    """Give unnamed nodes unique names: blocking, casts and the report go by node name."""
-    used = {n.name for n in model.graph.node}
-    for index, node in enumerate(model.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{index}"
-            while name in used:
-                name += "_"
-            node.name = name
-            used.add(name)
-
-
-def _add_types(model: Any, probe: dict[str, np.ndarray]) -> None:
-    """Record the measured element type of tensors shape inference may not type (contrib ops):
-    the converter inserts casts only around tensors it has a type for."""
-    graph = model.graph
-    typed = {v.name for v in [*graph.value_info, *graph.input, *graph.output]}
-    typed |= {i.name for i in graph.initializer}
-    for name, value in probe.items():
-        if name not in typed and np.asarray(value).dtype.kind in "fiub":
-            elem = helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype)
-            graph.value_info.append(helper.make_tensor_value_info(name, elem, None))
-
-
-def _drop_initializer_types(graph: Any) -> None:
-    """Remove value_info entries that restate an initializer's type (the dynamo exporter writes
-    them): the converter turns them fp16 while a kept node's initializer stays fp32, leaving a
-    graph that contradicts itself and a needless Cast in front of the kept node."""
-    inits = {i.name for i in graph.initializer}
-    kept = [v for v in graph.value_info if v.name not in inits]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
-
-
-def _untie_initializers(model: Any, blocked: Callable[[Any], bool]) -> None:
-    """Give fp32-kept nodes their own copy of a float initializer shared with converted nodes."""
-    graph = model.graph
-    floats = {i.name: i for i in graph.initializer if i.data_type == FLOAT}
-    open_readers = {t for n in graph.node if not blocked(n) for t in n.input if t in floats}
-    copies: dict[str, str] = {}
-    for node in graph.node:
-        if not blocked(node):
-            continue
-        for index, name in enumerate(node.input):
-            if name in open_readers:
-                if name not in copies:
-                    copies[name] = f"{name}__fp32"
-                    clone = graph.initializer.add()
-                    clone.CopyFrom(floats[name])
-                    clone.name = copies[name]
-                node.input[index] = copies[name]
-
-
-def _to_fp16(
-    source: Any, config: ConvertConfig, probe: dict[str, np.ndarray], kept: set[str]
-) -> Any:
-    """The fp16 model, with the nodes of `node_block_list` and `kept` left in fp32."""
-    model = onnx.ModelProto()
-    model.CopyFrom(source)
-    _drop_initializer_types(model.graph)
-    ops = _blocked_ops(config)
-    names = set(config.node_block_list) | kept
-    _add_types(model, probe)
-    _untie_initializers(model, lambda n: n.op_type in ops or n.name in names)
-    try:
-        with warnings.catch_warnings():  # it warns per tensor holding tiny values
-            warnings.simplefilter("ignore")
-            converted = float16.convert_float_to_float16(
-                model,
-                max_finite_val=float("inf"),
-                keep_io_types=config.keep_io_types,
-                op_block_list=sorted(ops),
-                node_block_list=sorted(names),
-            )
-    except ValueError as exc:  # e.g. "The model is already converted to float16"
-        raise JobFailure("conversion_failed", f"fp16 conversion failed: {exc}") from exc
-    _bypass_round_trips(converted.graph)
-    if config.keep_io_types:
-        _restore_output_types(converted.graph, source.graph)
-    return converted
-
-
-def _cast_to(node: Any) -> int | None:
-    return next((a.i for a in node.attribute if a.name == "to"), None)
-
-
-def _bypass_round_trips(graph: Any) -> None:
-    """Feed Cast(fp32) nodes straight from the fp32 tensor a Cast(fp16) rounded (and drop the
-    Cast(fp16) when nothing else reads it): fp32 -> fp16 -> fp32 turns 1e5 into inf."""
-    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.input]}
-    types.update((i.name, i.data_type) for i in graph.initializer)
-    producers = {o: n for n in graph.node for o in n.output}
-    for node in graph.node:
-        up = producers.get(node.input[0]) if node.op_type == "Cast" else None
-        if (
-            up is not None
-            and up.op_type == "Cast"
-            and (_cast_to(node), _cast_to(up), types.get(up.input[0])) == (FLOAT, FLOAT16, FLOAT)
-        ):
-            node.input[0] = up.input[0]
-    read = {t for n in graph.node for t in n.input} | {o.name for o in graph.output}
-    dead = [n for n in graph.node if n.op_type == "Cast" and not set(n.output) & read]
-    for node in dead:
-        graph.node.remove(node)
-
-
-def _restore_output_types(graph: Any, original: Any) -> None:
-    """Cast back to fp32 any output the converter left fp16 (it does when the node that writes
-    the output is kept in fp32)."""
-    was = {o.name: o.type.tensor_type.elem_type for o in original.output}
-    for output in graph.output:
-        if was.get(output.name) == FLOAT and output.type.tensor_type.elem_type == FLOAT16:
-            inner = f"{output.name}__fp16"
-            for node in graph.node:
-                node.output[:] = [inner if o == output.name else o for o in node.output]
-                node.input[:] = [inner if i == output.name else i for i in node.input]
-            graph.node.append(helper.make_node("Cast", [inner], [output.name], to=FLOAT))
-            output.type.tensor_type.elem_type = FLOAT
-
-
-def _bf16_candidate(init: Any) -> bool:
-    return bool(init.data_type == FLOAT and int(np.prod(init.dims)) >= BF16_MIN_ELEMENTS)
-
-
-def _to_bf16(source: Any, config: ConvertConfig) -> Any:
-    """Weights stored as bf16, each behind a Cast to fp32 (rounded to nearest even)."""
-    if next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0) < 13:
-        raise JobFailure("conversion_failed", "bf16 Cast needs opset 13 or later.")
-    model = onnx.ModelProto()
-    model.CopyFrom(source)
-    graph, ops, names = model.graph, _blocked_ops(config), set(config.node_block_list)
-    kept = {t for n in graph.node if n.op_type in ops or n.name in names for t in n.input}
-    kept |= {i.name for i in graph.input}
-    casts = []
-    for init in graph.initializer:
-        if not _bf16_candidate(init) or init.name in kept:
-            continue
-        values = numpy_helper.to_array(init).astype(np.float32)
-        bits = values.view(np.uint32).astype(np.uint64)
-        rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
-        rounded = np.where(np.isnan(values), np.uint16(0x7FC0), rounded)
-        name = init.name
-        init.name, init.data_type = f"{name}__bf16", BF16
-        del init.float_data[:]
-        init.raw_data = rounded.astype("<u2").tobytes()
-        casts.append(helper.make_node("Cast", [init.name], [name], name=f"{name}__cast", to=FLOAT))
-    nodes = [*casts, *graph.node]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return model
-
-
 def _run_converted(path: Path, feeds: dict[str, Any], threads: int, keep_io: bool) -> list[Any]:
     try:
         session = ort_session(str(path), threads)
@@ -406,9 +220,9 @@ def _node_split(
 ) -> tuple[list[str], list[str]]:
     """Original nodes converted and kept in fp32: for fp16 every node computing on floats, for
     bf16 every node reading a weight big enough to be stored as bf16."""
-    ops = _blocked_ops(config)
+    ops = blocked_ops(config)
     if config.precision == "bf16":
-        floats = {i.name for i in source.graph.initializer if _bf16_candidate(i)}
+        floats = {i.name for i in source.graph.initializer if bf16_candidate(i)}
         inits = onnx.load(str(out), load_external_data=False).graph.initializer
         bf16 = {i.name.removesuffix("__bf16") for i in inits if i.data_type == BF16}
     else:
@@ -424,11 +238,6 @@ def _node_split(
             is_kept = not set(node.input) & bf16
         (kept if is_kept else done).append(node.name)
     return done, kept
-
-
-def _blocked_ops(config: ConvertConfig) -> set[str]:
-    listed = config.op_block_list
-    return set(float16.DEFAULT_OP_BLOCK_LIST if listed is None else listed)
 
 
 def _cpu_has_fp16() -> bool:

@@ -24,15 +24,12 @@ agreement for classifiers (mean cosine similarity otherwise) and accuracy agains
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from onnx import helper
 
 from app.core.errors import JobFailure
@@ -43,6 +40,7 @@ from app.passes.distill import (
 from worker.onnx_to_torch.module import to_torch, write_back
 from worker.ort import session as ort_session
 from worker.passes.base import Pass, PassContext, PassResult
+from worker.training import Data, Task, agreement, train
 
 CHECK_SAMPLES = 256  # samples on which the written model is compared with the trained module
 
@@ -60,28 +58,6 @@ ORT_TYPES = {
     "tensor(uint8)": np.uint8,
     "tensor(bool)": np.bool_,
 }
-
-
-@dataclass
-class _Data:
-    """The dataset bound to the student's inputs, the labels, and the split."""
-
-    student: list[np.ndarray]  # one array per student input, in its dtype
-    raw: dict[str, np.ndarray]  # the arrays as bound to the job's inputs
-    labels: np.ndarray | None
-    train: np.ndarray
-    val: np.ndarray
-
-
-@dataclass
-class _Task:
-    """What each output is trained on."""
-
-    kinds: list[str]  # per output: "kl", "mse" or "skip" (non-float)
-    probabilities: list[bool]  # the teacher's output is probabilities: log taken first
-    primary: int  # the output whose agreement and accuracy are reported
-    alpha: float
-    labels: np.ndarray | None
 
 
 class DistillPass(Pass[DistillConfig]):
@@ -106,7 +82,7 @@ def _distill(ctx: PassContext, config: DistillConfig) -> PassResult:
     task = _task(teacher, data, config, warnings)
     before = _evaluate(ctx.input_path, data, teacher, task, ctx.threads)
     device = _device(ctx, warnings)
-    history = _train(module, data, teacher, task, config, device)
+    history = train(module, data, teacher, task, config, device)
     out = ctx.work_dir / "distilled.onnx"
     onnx.save_model(write_back(module.cpu(), proto), str(out), save_as_external_data=False)
     error = _check_written(out, module, data, ctx.threads)
@@ -144,7 +120,7 @@ def _bind(arrays: dict[str, np.ndarray], names: list[str], what: str) -> list[np
     )
 
 
-def _load(ctx: PassContext, config: DistillConfig, proto: Any, names: list[str]) -> _Data:
+def _load(ctx: PassContext, config: DistillConfig, proto: Any, names: list[str]) -> Data:
     try:
         raw, labels = ctx.tools.dataset_inputs(config.dataset_id, config.max_samples)
     except (ValueError, KeyError, OSError) as exc:
@@ -160,7 +136,7 @@ def _load(ctx: PassContext, config: DistillConfig, proto: Any, names: list[str])
     count = len(student[0])
     order = np.random.default_rng(config.seed).permutation(count)
     held = min(max(1, round(count * config.validation_split)), count - 1)
-    return _Data(student, raw, labels, np.sort(order[held:]), np.sort(order[:held]))
+    return Data(student, raw, labels, np.sort(order[held:]), np.sort(order[:held]))
 
 
 def _ort_outputs(session: Any, arrays: list[np.ndarray], batch: int) -> list[np.ndarray]:
@@ -179,7 +155,7 @@ def _ort_outputs(session: Any, arrays: list[np.ndarray], batch: int) -> list[np.
 
 
 def _teacher_outputs(
-    ctx: PassContext, data: _Data, batch: int
+    ctx: PassContext, data: Data, batch: int
 ) -> tuple[list[np.ndarray], dict[str, Any]]:
     """The original model's outputs on every sample, in its own runtime."""
     path, fmt = ctx.original_path, ctx.original_format
@@ -194,7 +170,7 @@ def _teacher_outputs(
 
 
 def _torch_teacher(
-    ctx: PassContext, path: Path, fmt: str, data: _Data, batch: int
+    ctx: PassContext, path: Path, fmt: str, data: Data, batch: int
 ) -> list[np.ndarray]:
     module, _program = ctx.tools.load_torch(path, fmt)
     names = [spec["name"] for spec in ctx.inputs] or list(data.raw)
@@ -218,8 +194,8 @@ def _is_probability(array: np.ndarray) -> bool:
 
 
 def _task(
-    teacher: list[np.ndarray], data: _Data, config: DistillConfig, warnings: list[str]
-) -> _Task:
+    teacher: list[np.ndarray], data: Data, config: DistillConfig, warnings: list[str]
+) -> Task:
     kinds = [
         "skip" if not np.issubdtype(t.dtype, np.floating)
         else "kl" if t.ndim == 2 and t.shape[1] >= 2 else "mse"
@@ -243,7 +219,7 @@ def _task(
         alpha = 1.0
     else:
         labels = _class_labels(labels, teacher[primary].shape[1])
-    return _Task(kinds, probabilities, primary, alpha, labels)
+    return Task(kinds, probabilities, primary, alpha, labels)
 
 
 def _class_labels(labels: np.ndarray, classes: int) -> np.ndarray:
@@ -260,9 +236,9 @@ def _class_labels(labels: np.ndarray, classes: int) -> np.ndarray:
 
 
 def _summary(
-    task: _Task,
+    task: Task,
     config: DistillConfig,
-    data: _Data,
+    data: Data,
     teacher: list[np.ndarray],
     teacher_info: dict[str, Any],
 ) -> dict[str, Any]:
@@ -294,96 +270,8 @@ def _device(ctx: PassContext, warnings: list[str]) -> str:
     return "cpu"
 
 
-def _logits(x: Any, probabilities: bool) -> Any:
-    x = x.float()
-    return torch.log(x.clamp_min(1e-12)) if probabilities else x
-
-
-def _loss(outputs: tuple[Any, ...], targets: list[Any], labels: Any, task: _Task, t: float) -> Any:
-    terms = []
-    for k, kind in enumerate(task.kinds):
-        if kind == "kl":
-            student = F.log_softmax(_logits(outputs[k], task.probabilities[k]) / t, -1)
-            teacher = F.log_softmax(_logits(targets[k], task.probabilities[k]) / t, -1)
-            terms.append(F.kl_div(student, teacher, reduction="batchmean", log_target=True) * t * t)
-        elif kind == "mse":
-            terms.append(F.mse_loss(outputs[k].float(), targets[k].float()))
-    soft = sum(terms) / len(terms)
-    if labels is None or task.alpha >= 1:
-        return soft
-    logits = _logits(outputs[task.primary], task.probabilities[task.primary])
-    return task.alpha * soft + (1 - task.alpha) * F.cross_entropy(logits, labels)
-
-
-def _forward(module: Any, arrays: list[Any], index: Any, device: str) -> tuple[Any, ...]:
-    out = module(*[a[index].to(device) for a in arrays])
-    return out if isinstance(out, tuple) else (out,)
-
-
-def _train(
-    module: Any,
-    data: _Data,
-    teacher: list[np.ndarray],
-    task: _Task,
-    config: DistillConfig,
-    device: str,
-) -> list[dict[str, Any]]:
-    """Adam over the training split; per epoch: mean loss, held-out agreement, wall time."""
-    inputs = [torch.from_numpy(a) for a in data.student]
-    targets = [torch.from_numpy(t) for t in teacher]
-    labels = None if task.labels is None else torch.from_numpy(task.labels)
-    train = torch.from_numpy(data.train)
-    module.to(device).train()  # no node changes with the mode: see the module docstring
-    optimizer = torch.optim.Adam(module.parameters(), lr=config.lr)
-    generator = torch.Generator().manual_seed(config.seed)
-    history = []
-    for epoch in range(config.epochs):
-        started, total = time.perf_counter(), 0.0
-        order = train[torch.randperm(len(train), generator=generator)]
-        for index in order.split(config.batch_size):
-            outputs = _forward(module, inputs, index, device)
-            batch_targets = [t[index].to(device) for t in targets]
-            batch_labels = None if labels is None else labels[index].to(device)
-            loss = _loss(outputs, batch_targets, batch_labels, task, config.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(index)
-        wall = time.perf_counter() - started
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "loss": round(total / len(train), 6),
-                "val_agreement": _torch_agreement(module, inputs, teacher, data, task, device),
-                "wall_s": round(wall, 4),
-            }
-        )
-    module.eval()
-    return history
-
-
-def _torch_agreement(
-    module: Any, inputs: list[Any], teacher: list[np.ndarray], data: _Data, task: _Task, device: str
-) -> float:
-    with torch.no_grad():
-        index = torch.from_numpy(data.val)
-        student = _forward(module, inputs, index, device)[task.primary].float().cpu().numpy()
-    return _agreement(student, teacher[task.primary][data.val], task)
-
-
-def _agreement(student: np.ndarray, teacher: np.ndarray, task: _Task) -> float:
-    """Top-1 agreement for a classifier, else the mean per-sample cosine similarity."""
-    if task.kinds[task.primary] == "kl":
-        return round(float(np.mean(student.argmax(-1) == teacher.argmax(-1))), 6)
-    s = student.reshape(len(student), -1).astype(np.float64)
-    t = teacher.reshape(len(teacher), -1).astype(np.float64)
-    norms = np.linalg.norm(s, axis=1) * np.linalg.norm(t, axis=1)
-    cosine = np.where(norms > 0, (s * t).sum(1) / np.maximum(norms, 1e-30), 1.0)
-    return round(float(cosine.mean()), 6)
-
-
 def _evaluate(
-    path: Path, data: _Data, teacher: list[np.ndarray], task: _Task, threads: int
+    path: Path, data: Data, teacher: list[np.ndarray], task: Task, threads: int
 ) -> dict[str, Any]:
     """The ONNX model's held-out agreement with the teacher and accuracy, with onnxruntime."""
     session = ort_session(path, threads)
@@ -396,7 +284,7 @@ def _evaluate(
         )
     student = outputs[task.primary]
     result: dict[str, Any] = {
-        "agreement": _agreement(student, teacher[task.primary][data.val], task)
+        "agreement": agreement(student, teacher[task.primary][data.val], task)
     }
     if task.labels is not None:
         hits = student.argmax(-1) == task.labels[data.val]
@@ -404,7 +292,7 @@ def _evaluate(
     return result
 
 
-def _check_written(path: Path, module: Any, data: _Data, threads: int) -> float:
+def _check_written(path: Path, module: Any, data: Data, threads: int) -> float:
     """The written file in onnxruntime against the trained module; `distill_failed` past
     `CHECK_TOL`. Returns the max abs error."""
     index = data.val[:CHECK_SAMPLES]

@@ -48,8 +48,8 @@ MAX_GROUPS_REPORTED = 500
 
 RECOVERY_WARNING = (
     "Structured pruning needs recovery: accuracy usually collapses right after channel pruning "
-    "(measured 11-57% on a small CNN, back to ~99% after a short fine-tune); follow it with "
-    "`distill`."
+    "and comes back with a short fine-tune; follow it with `distill` (the report measures this "
+    "job's fidelity and accuracy)."
 )
 
 

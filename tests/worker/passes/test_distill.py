@@ -141,7 +141,7 @@ def _accuracy(path: Path, digits: dict[str, Any]) -> float:
     return float(np.mean(_predict(path, images).argmax(-1) == targets))
 
 
-def _agreement(path: Path, teacher: Path, digits: dict[str, Any]) -> float:
+def agreement(path: Path, teacher: Path, digits: dict[str, Any]) -> float:
     images, _ = digits["test"]
     return float(np.mean(_predict(path, images).argmax(-1) == _predict(teacher, images).argmax(-1)))
 
@@ -178,9 +178,9 @@ def test_distillation_recovers_accuracy_on_unseen_images(
 def test_agreement_with_the_teacher_rises(
     labelled_run: PassResult, models: dict[str, Path], digits: dict[str, Any]
 ):
-    before = _agreement(models["student"], models["teacher"], digits)
+    before = agreement(models["student"], models["teacher"], digits)
 
-    after = _agreement(labelled_run.output_path, models["teacher"], digits)
+    after = agreement(labelled_run.output_path, models["teacher"], digits)
 
     assert after > before + MIN_GAIN
     metrics = labelled_run.metrics
@@ -231,8 +231,8 @@ def test_without_labels_agreement_still_rises(
 
     result = _distill(models["student"], models["teacher"], npz, tmp_path)
 
-    after = _agreement(result.output_path, models["teacher"], digits)
-    assert after > _agreement(models["student"], models["teacher"], digits) + MIN_GAIN
+    after = agreement(result.output_path, models["teacher"], digits)
+    assert after > agreement(models["student"], models["teacher"], digits) + MIN_GAIN
     assert _accuracy(result.output_path, digits) > _accuracy(models["student"], digits) + MIN_GAIN
     assert result.metrics["loss"]["alpha"] == 1.0
     assert "accuracy" not in result.metrics["after"]
