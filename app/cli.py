@@ -6,21 +6,24 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+from app.client import CLIENT_ERRORS, EXIT_ERROR, add_client_commands
 
 if TYPE_CHECKING:
     from app.core.config import Settings
 
 
 def _settings() -> Settings:
+    """The server settings, imported late so that the client commands never load them."""
     from app.core.config import get_settings
 
     return get_settings()
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
+    """Upgrade the database to the head revision."""
     from app.db.migrate import upgrade_head
 
     upgrade_head(_settings().resolved_database_url)
@@ -28,6 +31,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
     return 0
 
 
+# No docstring on purpose: build_parser shows it as the `api` help, which has always been empty.
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -37,38 +41,26 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """The embedded worker (no broker) or a Celery worker on the device's queue."""
+    from app import worker_seam
+    from app.core.queue import job_queue
+
     settings = _settings()
     if args.embedded or settings.embedded_queue:
-        from worker.embedded import run_embedded_worker
-
-        if args.parent_pid:
-            import signal
-
-            from worker.sandbox.limits import die_with_parent
-
-            die_with_parent(args.parent_pid, signal.SIGTERM)
-        run_embedded_worker(settings)
-        return 0
-    from app.core.queue import job_queue
-    from worker.celery_app import celery_app
-
-    argv = ["worker", "-Q", job_queue(args.device), "-O", "fair", "--loglevel", "INFO"]
-    argv += ["--concurrency", str(args.concurrency)]
-    celery_app.worker_main(argv)
+        worker_seam.run_embedded(settings, args.parent_pid)
+    else:
+        worker_seam.run_celery_worker(job_queue(args.device), args.concurrency)
     return 0
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
+    """Housekeeping until stopped (or one tick with `--once`)."""
+    from app import worker_seam
     from app.core.logging import configure_logging
-    from worker.reaper import tick
 
     configure_logging()
-    settings = _settings()
-    while True:
-        tick(settings)
-        if args.once:
-            return 0
-        time.sleep(args.interval)
+    worker_seam.run_scheduler(_settings(), args.interval, args.once)
+    return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -116,6 +108,7 @@ def _serve(host: str, port: int) -> None:
 
 
 def cmd_create_key(args: argparse.Namespace) -> int:
+    """Print a new API key for a tenant (created if missing) as the last line."""
     from app.core.auth import create_key
     from app.db.migrate import upgrade_head
     from app.db.session import session_scope
@@ -154,23 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin.add_parser("create-key", help="print a new API key for a tenant")
     p.add_argument("--tenant", required=True)
     p.set_defaults(func=cmd_create_key)
-    from app.client_cli import add_client_commands
-
     add_client_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a client error prints one line and exits 3 instead of a traceback."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except Exception as exc:
-        from app.client_cli import EXIT_ERROR
-
-        if type(exc).__name__ in ("ApiError", "ConnectError", "TimeoutError", "HTTPStatusError"):
-            print(f"modelpress: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        raise
+    except CLIENT_ERRORS as exc:
+        print(f"modelpress: {exc}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

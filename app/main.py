@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from app import __version__
 from app.artifacts.router import router as artifacts_router
 from app.core.config import get_settings
 from app.core.logging import configure_logging
@@ -19,6 +20,7 @@ from app.http.ops import router as ops_router
 from app.http.problems import install_problem_handlers
 from app.jobs.router import router as jobs_router
 from app.ml_models.router import router as models_router
+from app.passes.router import router as passes_router
 
 DESCRIPTION = """
 Upload a trained network (ONNX, TorchScript or `.pt2`), submit an optimization job, download the
@@ -55,7 +57,7 @@ def create_app() -> FastAPI:
     configure_logging()
     app = FastAPI(
         title="ModelPress",
-        version="1.0.0",
+        version=__version__,
         description=DESCRIPTION,
         docs_url=None,
         redoc_url=None,
@@ -63,7 +65,8 @@ def create_app() -> FastAPI:
     )
     install_problem_handlers(app)
     install_docs(app)
-    for router in (models_router, datasets_router, jobs_router, artifacts_router, ops_router):
+    routers = (models_router, datasets_router, jobs_router, artifacts_router, passes_router)
+    for router in (*routers, ops_router):
         app.include_router(router)
     original_openapi = app.openapi
 

@@ -1,4 +1,5 @@
-"""The API process never imports torch, onnx or onnxruntime (PRODUCT.md, Architecture)."""
+"""The API process never imports torch, onnx or onnxruntime (PRODUCT.md, Architecture), nor any
+worker code: `app` reaches `worker` only through app.worker_seam, for the worker commands."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 SCRIPT = textwrap.dedent(
     """
@@ -25,14 +28,18 @@ SCRIPT = textwrap.dedent(
         assert client.get("/openapi.json").status_code == 200
     heavy = sorted(m for m in ("torch", "onnx", "onnxruntime") if m in sys.modules)
     print("HEAVY=" + ",".join(heavy))
+    worker = sorted(m for m in sys.modules if m.split(".")[0] == "worker" or m == "app.worker_seam")
+    print("WORKER=" + ",".join(worker))
     """
 )
 
 
-def test_api_process_imports_no_ml_runtime(tmp_path: Path, mlp_onnx: Path) -> None:
+@pytest.fixture(scope="module")
+def api_process(tmp_path_factory: pytest.TempPathFactory, mlp_onnx: Path) -> str:
+    """The stdout of one API process that served uploads, a job spec and the catalog."""
     env = {
         "PATH": "/usr/bin:/bin",
-        "MODELPRESS_DATA_DIR": str(tmp_path / "data"),
+        "MODELPRESS_DATA_DIR": str(tmp_path_factory.mktemp("api") / "data"),
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
 
@@ -45,4 +52,12 @@ def test_api_process_imports_no_ml_runtime(tmp_path: Path, mlp_onnx: Path) -> No
     )
 
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "HEAVY=\n" in proc.stdout
+    return proc.stdout
+
+
+def test_api_process_imports_no_ml_runtime(api_process: str) -> None:
+    assert "HEAVY=\n" in api_process
+
+
+def test_api_process_imports_no_worker_code(api_process: str) -> None:
+    assert "WORKER=\n" in api_process

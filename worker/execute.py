@@ -17,6 +17,7 @@ from typing import Any
 
 from app.core.config import Settings
 from app.core.errors import JobFailure
+from app.core.formats import model_filename
 from app.core.storage import Storage, get_storage, sha256_file
 from app.datasets import repository as datasets
 from app.db.base import utcnow
@@ -30,7 +31,6 @@ from worker.sandbox.supervisor import Outcome, failure_of, run_sandboxed
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
-EXTENSIONS = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2"}
 HEARTBEAT_SECONDS = 2.0
 
 
@@ -72,7 +72,7 @@ def _stage_inputs(job: Job, scratch: Path, storage: Storage, session: Any) -> Sa
     if model is None:
         raise JobFailure("model_missing", "The job's model was deleted.")
     (scratch / "input").mkdir()
-    rel = f"input/model.{EXTENSIONS[model.format]}"
+    rel = f"input/{model_filename('model', model.format)}"
     shutil.copyfile(storage.path_of(model.storage_key), scratch / rel)
     public = {"id": model.id, "name": model.name, "format": model.format, "sha256": model.sha256}
     request = SandboxRequest(
@@ -217,7 +217,7 @@ def execute_inspection(model_id: str, settings: Settings) -> str | None:
         fmt, key, shapes = model.format, model.storage_key, model.input_shapes
     scratch = storage.new_scratch(f"inspect-{model_id}")
     try:
-        rel = f"model.{EXTENSIONS[fmt]}"
+        rel = model_filename("model", fmt)
         shutil.copyfile(storage.path_of(key), scratch / rel)
         request = SandboxRequest(
             kind="inspect", model=ModelFile(path=rel, format=fmt, input_shapes=shapes)

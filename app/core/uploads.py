@@ -111,6 +111,20 @@ def _header_cb(st: _State, target: str) -> Callable[[bytes, int, int], None]:
     return cb
 
 
+def _parser(st: _State, boundary: bytes) -> MultipartParser:
+    """A multipart parser whose callbacks fill `st`."""
+    callbacks = {
+        "on_part_begin": lambda: _on_part_begin(st),
+        "on_part_data": lambda d, s, e: _on_part_data(st, d, s, e),
+        "on_part_end": lambda: _on_part_end(st),
+        "on_header_field": _header_cb(st, "header_field"),
+        "on_header_value": _header_cb(st, "header_value"),
+        "on_header_end": lambda: _on_header_end(st),
+        "on_headers_finished": lambda: _on_headers_finished(st),
+    }
+    return MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+
+
 async def receive_multipart(
     stream: AsyncIterator[bytes],
     content_type: str | None,
@@ -133,16 +147,7 @@ async def receive_multipart(
     if ctype != b"multipart/form-data" or not boundary or len(boundary) > 200:
         raise BadRequest("Expected a multipart/form-data body with a `file` part.")
     st = _State(dest=dest, limit=limit, file_field=file_field)
-    callbacks = {
-        "on_part_begin": lambda: _on_part_begin(st),
-        "on_part_data": lambda d, s, e: _on_part_data(st, d, s, e),
-        "on_part_end": lambda: _on_part_end(st),
-        "on_header_field": _header_cb(st, "header_field"),
-        "on_header_value": _header_cb(st, "header_value"),
-        "on_header_end": lambda: _on_header_end(st),
-        "on_headers_finished": lambda: _on_headers_finished(st),
-    }
-    parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    parser = _parser(st, boundary)
     try:
         async for chunk in stream:
             parser.write(chunk)

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.core.pagination import MAX_LIMIT, Page, page_of
-from app.core.uploads import receive_multipart
-from app.datasets import repository, service
+from app.core.pagination import MAX_LIMIT, Page
+from app.datasets import service
 from app.datasets.schemas import DatasetRead
 from app.http.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
 from app.http.problems import problem_responses
+from app.http.uploads import UploadReceiverDep
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -49,37 +49,27 @@ UPLOAD_BODY = {
     summary="Upload a dataset",
 )
 async def upload_dataset(
-    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     storage: StorageDep,
     tenant_id: CurrentTenant,
+    receive_upload: UploadReceiverDep,
 ) -> DatasetRead:
-    scratch = storage.new_scratch("upload")
-    try:
-        upload, fields = await receive_multipart(
-            request.stream(),
-            request.headers.get("content-type"),
-            dest=scratch / "file.part",
-            limit=settings.max_upload_bytes,
-            content_length=request.headers.get("content-length"),
+    upload = await receive_upload()
+
+    def _create() -> DatasetRead:
+        dataset = service.create_dataset(
+            session=session,
+            storage=storage,
+            settings=settings,
+            tenant_id=tenant_id,
+            upload=upload.file,
+            name=upload.fields.get("name"),
         )
+        session.commit()
+        return DatasetRead.model_validate(dataset)
 
-        def _create() -> DatasetRead:
-            dataset = service.create_dataset(
-                session=session,
-                storage=storage,
-                settings=settings,
-                tenant_id=tenant_id,
-                upload=upload,
-                name=fields.get("name"),
-            )
-            session.commit()
-            return DatasetRead.model_validate(dataset)
-
-        return await run_in_threadpool(_create)
-    finally:
-        storage.remove_tree(scratch)
+    return await run_in_threadpool(_create)
 
 
 @router.get("", response_model=Page[DatasetRead], summary="List datasets")
@@ -89,10 +79,7 @@ def list_datasets(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: str | None = None,
 ) -> Page[DatasetRead]:
-    rows, next_cursor = page_of(repository.list_page(session, tenant_id, limit, cursor), limit)
-    return Page[DatasetRead](
-        items=[DatasetRead.model_validate(r) for r in rows], next_cursor=next_cursor
-    )
+    return service.list_datasets(session, tenant_id, limit, cursor)
 
 
 @router.get("/{dataset_id}", response_model=DatasetRead, responses=problem_responses(404))

@@ -6,10 +6,12 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.errors import NotFound
+from app.core.pagination import Page, page_of
 from app.core.storage import Storage
 from app.core.uploads import UploadedFile
 from app.datasets import repository
 from app.datasets.npz import inspect_npz, num_samples
+from app.datasets.schemas import DatasetRead
 from app.db.orm import Dataset
 from app.ml_models.service import display_name
 
@@ -46,13 +48,25 @@ def create_dataset(
 
 
 def get_dataset_or_raise(session: Session, tenant_id: str, dataset_id: str) -> Dataset:
+    """The tenant's dataset, or NotFound (another tenant's dataset looks like a missing one)."""
     dataset = repository.get(session, tenant_id, dataset_id)
     if dataset is None:
         raise NotFound(f"No dataset {dataset_id}.")
     return dataset
 
 
+def list_datasets(
+    session: Session, tenant_id: str, limit: int, cursor: str | None
+) -> Page[DatasetRead]:
+    """One page of the tenant's datasets, newest first."""
+    rows, next_cursor = page_of(repository.list_page(session, tenant_id, limit, cursor), limit)
+    return Page[DatasetRead](
+        items=[DatasetRead.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
+
+
 def delete_dataset(*, session: Session, storage: Storage, tenant_id: str, dataset_id: str) -> None:
+    """Delete a dataset; its bytes go when no other row refers to them."""
     dataset = get_dataset_or_raise(session, tenant_id, dataset_id)
     session.delete(dataset)
     session.flush()

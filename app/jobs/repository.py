@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from app.core.pagination import paginate
@@ -32,20 +32,10 @@ def list_page(
     return list(session.scalars(paginate(stmt, Job, limit, cursor)))
 
 
-def artifacts_of(session: Session, job_ids: list[str]) -> dict[str, list[Artifact]]:
-    out: dict[str, list[Artifact]] = {j: [] for j in job_ids}
-    if job_ids:
-        stmt = select(Artifact).where(Artifact.job_id.in_(job_ids)).order_by(Artifact.name)
-        for art in session.scalars(stmt):
-            out[art.job_id].append(art)
-    return out
-
-
-def get_artifact(session: Session, tenant_id: str, job_id: str, name: str) -> Artifact | None:
-    stmt = select(Artifact).where(
-        Artifact.tenant_id == tenant_id, Artifact.job_id == job_id, Artifact.name == name
-    )
-    return session.scalars(stmt).first()
+def count_by_status(session: Session) -> dict[str, int]:
+    """Jobs per status over every tenant: the operator's view behind `/metrics`, not a tenant's."""
+    stmt = select(Job.status, func.count()).group_by(Job.status)
+    return {status: int(count) for status, count in session.execute(stmt)}
 
 
 def transition(

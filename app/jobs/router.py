@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from app.core.pagination import MAX_LIMIT, Page, page_of
+from app.core.pagination import MAX_LIMIT, Page
+from app.db.orm import JobStatus
 from app.http.deps import CurrentTenant, SessionDep, SettingsDep
 from app.http.problems import problem_responses
-from app.jobs import repository, service
+from app.jobs import service
 from app.jobs.schemas import JobCreate, JobRead
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-StatusFilter = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 @router.post(
@@ -44,30 +44,23 @@ def submit_job(
     )
     session.commit()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return service.to_read(job, repository.artifacts_of(session, [job.id])[job.id])
+    return service.read_job(session, tenant_id, job)
 
 
 @router.get("", response_model=Page[JobRead], summary="List jobs")
 def list_jobs(
     session: SessionDep,
     tenant_id: CurrentTenant,
-    status: StatusFilter | None = None,
+    status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: str | None = None,
 ) -> Page[JobRead]:
-    rows, next_cursor = page_of(
-        repository.list_page(session, tenant_id, status, limit, cursor), limit
-    )
-    arts = repository.artifacts_of(session, [j.id for j in rows])
-    return Page[JobRead](
-        items=[service.to_read(j, arts[j.id]) for j in rows], next_cursor=next_cursor
-    )
+    return service.list_jobs(session, tenant_id, status, limit, cursor)
 
 
 @router.get("/{job_id}", response_model=JobRead, responses=problem_responses(404))
 def get_job(job_id: str, session: SessionDep, tenant_id: CurrentTenant) -> JobRead:
-    job = service.get_job_or_raise(session, tenant_id, job_id)
-    return service.to_read(job, repository.artifacts_of(session, [job.id])[job.id])
+    return service.get_job(session, tenant_id, job_id)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead, responses=problem_responses(404, 409))
@@ -75,4 +68,4 @@ def cancel_job(job_id: str, session: SessionDep, tenant_id: CurrentTenant) -> Jo
     """Cancel a queued job, or ask a running one to stop; 409 once finished."""
     job = service.cancel_job(session=session, tenant_id=tenant_id, job_id=job_id)
     session.commit()
-    return service.to_read(job, repository.artifacts_of(session, [job.id])[job.id])
+    return service.read_job(session, tenant_id, job)

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.db.orm import JobStatus
 from app.passes.spec import StepConfig
 
 Shape = list[int]
@@ -151,7 +152,7 @@ class ArtifactRead(BaseModel):
 class JobRead(BaseModel):
     id: str
     model_id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: JobStatus
     cancel_requested: bool
     progress: dict[str, Any]
     error: dict[str, Any] | None = Field(None, description="A problem, when `failed`.")

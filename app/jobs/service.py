@@ -8,8 +8,10 @@ import json
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.artifacts import repository as artifacts
 from app.core.config import Settings
 from app.core.errors import Conflict, NotFound, SpecInvalid
+from app.core.pagination import Page, page_of
 from app.core.queue import RUN_JOB, job_queue, publish_after_commit
 from app.datasets import repository as datasets
 from app.db.base import utcnow
@@ -22,6 +24,7 @@ from app.passes.spec import check_chain
 
 
 def spec_digest(spec: JobCreate) -> str:
+    """The sha256 of the spec's canonical JSON: what an Idempotency-Key replay must match."""
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -43,6 +46,20 @@ def _check_datasets(session: Session, tenant_id: str, spec: JobCreate) -> None:
             raise SpecInvalid(f"No dataset {dataset_id}.", pointer=pointer)
 
 
+def _check_spec(session: Session, settings: Settings, tenant_id: str, spec: JobCreate) -> MlModel:
+    """The spec's model, once the device, the model, the datasets and the step chain check out."""
+    if spec.device == "cuda" and not settings.cuda_enabled:
+        raise SpecInvalid(
+            "No CUDA worker pool is configured here (MODELPRESS_CUDA_ENABLED).", pointer="/device"
+        )
+    model = _check_model(session, tenant_id, spec)
+    _check_datasets(session, tenant_id, spec)
+    if spec.steps is not None:
+        info = ModelInfo(model.format, model.inputs or [], model.outputs or [])
+        check_chain(list(spec.steps), info)
+    return model
+
+
 def create_job(
     *,
     session: Session,
@@ -62,15 +79,7 @@ def create_job(
         existing = repository.get_by_idempotency_key(session, tenant_id, idempotency_key)
         if existing is not None:
             return _replay(existing, digest), False
-    if spec.device == "cuda" and not settings.cuda_enabled:
-        raise SpecInvalid(
-            "No CUDA worker pool is configured here (MODELPRESS_CUDA_ENABLED).", pointer="/device"
-        )
-    model = _check_model(session, tenant_id, spec)
-    _check_datasets(session, tenant_id, spec)
-    if spec.steps is not None:
-        info = ModelInfo(model.format, model.inputs or [], model.outputs or [])
-        check_chain(list(spec.steps), info)
+    model = _check_spec(session, settings, tenant_id, spec)
     job = Job(
         tenant_id=tenant_id,
         model_id=model.id,
@@ -105,6 +114,7 @@ def _replay(existing: Job, digest: str) -> Job:
 
 
 def get_job_or_raise(session: Session, tenant_id: str, job_id: str) -> Job:
+    """The tenant's job, or NotFound (another tenant's job looks like a missing one)."""
     job = repository.get(session, tenant_id, job_id)
     if job is None:
         raise NotFound(f"No job {job_id}.")
@@ -135,7 +145,38 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
     return job
 
 
-def to_read(job: Job, artifacts: list[Artifact]) -> JobRead:
+def read_job(session: Session, tenant_id: str, job: Job) -> JobRead:
+    """The public view of one job, with its artifacts."""
+    return to_read(job, artifacts.list_by_job(session, tenant_id, [job.id])[job.id])
+
+
+def get_job(session: Session, tenant_id: str, job_id: str) -> JobRead:
+    """The public view of the tenant's job `job_id`.
+
+    Raises:
+        NotFound: no such job for this tenant.
+    """
+    return read_job(session, tenant_id, get_job_or_raise(session, tenant_id, job_id))
+
+
+def list_jobs(
+    session: Session, tenant_id: str, status: JobStatus | None, limit: int, cursor: str | None
+) -> Page[JobRead]:
+    """One page of the tenant's jobs, newest first, optionally of one status."""
+    rows, next_cursor = page_of(
+        repository.list_page(session, tenant_id, status, limit, cursor), limit
+    )
+    arts = artifacts.list_by_job(session, tenant_id, [j.id for j in rows])
+    return Page[JobRead](items=[to_read(j, arts[j.id]) for j in rows], next_cursor=next_cursor)
+
+
+def count_jobs_by_status(session: Session) -> dict[str, int]:
+    """Jobs per status over every tenant, every status present (0 when none)."""
+    return {**dict.fromkeys(JobStatus, 0), **repository.count_by_status(session)}
+
+
+def to_read(job: Job, arts: list[Artifact]) -> JobRead:
+    """The public view of a job and the given artifacts of it."""
     return JobRead(
         id=job.id,
         model_id=job.model_id,
@@ -145,7 +186,7 @@ def to_read(job: Job, artifacts: list[Artifact]) -> JobRead:
         error=job.error,
         attempt=job.attempt,
         spec=job.spec,
-        artifacts=[ArtifactRead.model_validate(a) for a in artifacts],
+        artifacts=[ArtifactRead.model_validate(a) for a in arts],
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.errors import Unprocessable, UnsafePickle, UnsupportedModelFormat
+from app.core.formats import ONNX, PT2, TORCHSCRIPT
 
-ONNX, TORCHSCRIPT, PT2 = "onnx", "torchscript", "pt2"
 MAX_MEMBERS = 20_000
 MAX_PICKLE_BYTES = 64 * 1024 * 1024
 MAX_CODE_RATIO = 50  # deflated TorchScript source may expand this much, no more

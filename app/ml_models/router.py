@@ -6,16 +6,17 @@ import asyncio
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.core.pagination import MAX_LIMIT, Page, page_of
-from app.core.uploads import receive_multipart
+from app.core.formats import model_filename
+from app.core.pagination import MAX_LIMIT, Page
 from app.db.orm import ModelStatus
-from app.http.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
+from app.http.deps import CurrentTenant, SessionDep, StorageDep
 from app.http.problems import problem_responses
-from app.ml_models import repository, service
+from app.http.uploads import UploadReceiverDep
+from app.ml_models import service
 from app.ml_models.schemas import MlModelRead
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -59,35 +60,28 @@ UPLOAD_BODY = {
     summary="Upload a model",
 )
 async def upload_model(
-    request: Request,
     session: SessionDep,
-    settings: SettingsDep,
     storage: StorageDep,
     tenant_id: CurrentTenant,
+    receive_upload: UploadReceiverDep,
     wait: Annotated[bool, Query(description="Wait up to 60 s for inspection.")] = False,
 ) -> MlModelRead:
     """Stream the file to disk (sha256 while streaming), refuse bad bytes at once, then inspect
     the model in a sandboxed worker (`status: validating` until then)."""
-    scratch = storage.new_scratch("upload")
-    try:
-        upload, fields = await receive_multipart(
-            request.stream(),
-            request.headers.get("content-type"),
-            dest=scratch / "file.part",
-            limit=settings.max_upload_bytes,
-            content_length=request.headers.get("content-length"),
+    upload = await receive_upload()
+
+    def _create() -> MlModelRead:
+        model = service.create_model(
+            session=session,
+            storage=storage,
+            tenant_id=tenant_id,
+            upload=upload.file,
+            fields=upload.fields,
         )
+        session.commit()
+        return MlModelRead.model_validate(model)
 
-        def _create() -> MlModelRead:
-            model = service.create_model(
-                session=session, storage=storage, tenant_id=tenant_id, upload=upload, fields=fields
-            )
-            session.commit()
-            return MlModelRead.model_validate(model)
-
-        created = await run_in_threadpool(_create)
-    finally:
-        storage.remove_tree(scratch)
+    created = await run_in_threadpool(_create)
     if not wait:
         return created
     return await _wait_inspected(session, tenant_id, created)
@@ -116,10 +110,7 @@ def list_models(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: str | None = None,
 ) -> Page[MlModelRead]:
-    rows, next_cursor = page_of(repository.list_page(session, tenant_id, limit, cursor), limit)
-    return Page[MlModelRead](
-        items=[MlModelRead.model_validate(r) for r in rows], next_cursor=next_cursor
-    )
+    return service.list_models(session, tenant_id, limit, cursor)
 
 
 @router.get("/{model_id}", response_model=MlModelRead, responses=problem_responses(404))
@@ -140,11 +131,12 @@ def delete_model(
 def download_model(
     model_id: str, session: SessionDep, storage: StorageDep, tenant_id: CurrentTenant
 ) -> FileResponse:
-    model = service.get_model_or_raise(session, tenant_id, model_id)
-    ext = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2"}.get(model.format, "bin")
+    model, path = service.get_model_file(
+        session=session, storage=storage, tenant_id=tenant_id, model_id=model_id
+    )
     return FileResponse(
-        storage.path_of(model.storage_key),
+        path,
         media_type="application/octet-stream",
-        filename=f"{model.id}.{ext}",
+        filename=model_filename(model.id, model.format),
         headers={"ETag": f'"{model.sha256}"', "X-Content-Type-Options": "nosniff"},
     )

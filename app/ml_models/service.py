@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.formats import TORCHSCRIPT
+from app.core.pagination import Page, page_of
 from app.core.queue import INSPECT_MODEL, publish_after_commit
 from app.core.storage import Storage
 from app.core.uploads import UploadedFile
 from app.db.orm import MlModel, ModelStatus
 from app.ml_models import repository
-from app.ml_models.formats import TORCHSCRIPT, detect_format
+from app.ml_models.formats import detect_format
+from app.ml_models.schemas import MlModelRead
 
 MAX_DIMS, MAX_INPUTS = 8, 64
 
@@ -95,10 +99,29 @@ def create_model(
 
 
 def get_model_or_raise(session: Session, tenant_id: str, model_id: str) -> MlModel:
+    """The tenant's model, or NotFound (another tenant's model looks like a missing one)."""
     model = repository.get(session, tenant_id, model_id)
     if model is None:
         raise NotFound(f"No model {model_id}.")
     return model
+
+
+def list_models(
+    session: Session, tenant_id: str, limit: int, cursor: str | None
+) -> Page[MlModelRead]:
+    """One page of the tenant's models, newest first."""
+    rows, next_cursor = page_of(repository.list_page(session, tenant_id, limit, cursor), limit)
+    return Page[MlModelRead](
+        items=[MlModelRead.model_validate(r) for r in rows], next_cursor=next_cursor
+    )
+
+
+def get_model_file(
+    *, session: Session, storage: Storage, tenant_id: str, model_id: str
+) -> tuple[MlModel, Path]:
+    """The tenant's model and its stored file, for download."""
+    model = get_model_or_raise(session, tenant_id, model_id)
+    return model, storage.path_of(model.storage_key)
 
 
 def delete_model(*, session: Session, storage: Storage, tenant_id: str, model_id: str) -> None:

@@ -66,4 +66,3 @@ def build_catalog() -> Catalog:
 
 
 CATALOG = build_catalog()
-REGISTRY = CATALOG  # TEMPORARY alias while app/http/ops.py moves to app/passes/router.py

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib import metadata
 from typing import Any
 
 import pytest
@@ -54,6 +55,12 @@ def test_openapi_lists_the_v1_routes(client: Any) -> None:
 
     schema = json.loads(response.text)
     assert {"/v1/models", "/v1/jobs", "/v1/datasets", "/v1/passes"} <= schema["paths"].keys()
+
+
+def test_openapi_carries_the_installed_version(client: Any) -> None:
+    schema = client.get("/openapi.json").json()
+
+    assert schema["info"]["version"] == metadata.version("modelpress")
 
 
 def test_openapi_declares_the_problem_schema(client: Any) -> None:

@@ -75,15 +75,3 @@ def test_a_refused_upload_exits_3_with_the_problem(server: Any, tmp_path: Path) 
 
     assert done.returncode == 3
     assert "unsupported_model_format" in done.stderr
-
-
-def test_the_client_needs_no_server_stack() -> None:
-    code = (
-        "import sys, app.cli, app.client, app.client_cli; app.cli.build_parser(); "
-        "heavy = {'fastapi', 'sqlalchemy', 'torch', 'onnx', 'onnxruntime', 'celery'}; "
-        "print(sorted(heavy & set(sys.modules)))"
-    )
-
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-
-    assert done.stdout.strip() == "[]"

@@ -1,5 +1,5 @@
-"""`/v1/jobs` after submission: cancel, read, list with filters and pages, artifacts, reports.
-No worker runs here: jobs stay `queued` unless the test cancels them."""
+"""`/v1/jobs` after submission: cancel, read, list with filters and pages (artifact downloads and
+reports: tests/artifacts). No worker runs here: jobs stay `queued` unless the test cancels them."""
 
 from __future__ import annotations
 
@@ -126,26 +126,3 @@ def test_model_with_jobs_cannot_be_deleted(client: Any, model_id: str, job: dict
     response = client.delete(f"/v1/models/{model_id}")
 
     assert_problem(response, 409, "model_in_use")
-
-
-# ---------------------------------------------------------------- artifacts and reports
-
-
-@pytest.mark.parametrize("name", ["model.onnx", "report.json", "..%2F..%2Fetc%2Fpasswd"])
-def test_unknown_artifact_is_404(client: Any, job: dict[str, Any], name: str) -> None:
-    response = client.get(f"/v1/jobs/{job['id']}/artifacts/{name}")
-
-    assert_problem(response, 404, "not_found")
-
-
-def test_artifact_of_unknown_job_is_404(client: Any) -> None:
-    response = client.get(f"/v1/jobs/{uuid.uuid4()}/artifacts/model.onnx")
-
-    assert_problem(response, 404, "not_found")
-
-
-@pytest.mark.parametrize("path", ["report", "report.html"])
-def test_report_of_job_without_report_is_404(client: Any, job: dict[str, Any], path: str) -> None:
-    response = client.get(f"/v1/jobs/{job['id']}/{path}")
-
-    assert_problem(response, 404, "not_found")

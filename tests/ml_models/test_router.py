@@ -208,6 +208,14 @@ def test_download_returns_the_exact_bytes_with_sha256_etag(client: Any, cnn_onnx
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
+def test_download_is_named_by_id_and_format_extension(client: Any, mlp_onnx: Path) -> None:
+    created = _upload(client, mlp_onnx.read_bytes()).json()
+
+    response = client.get(f"/v1/models/{created['id']}/file")
+
+    assert f'filename="{created["id"]}.onnx"' in response.headers["content-disposition"]
+
+
 def test_delete_is_204_then_404(client: Any, mlp_onnx: Path) -> None:
     created = _upload(client, mlp_onnx.read_bytes()).json()
 

@@ -16,20 +16,13 @@ import onnx
 import torch
 from onnx import version_converter
 
+from app.core.formats import model_filename
 from app.passes.export import (
     ExportConfig,
     ExportTechnique,
 )
 from worker.onnx_to_torch.module import OnnxModule
 from worker.passes.base import Pass, PassContext, PassResult
-
-EXTENSIONS = {
-    "onnx": "model.onnx",
-    "torchscript": "model.pt",
-    "pt2": "model.pt2",
-    "tvm": "model.so",
-}
-
 
 TORCHSCRIPT_MAX_OPSET = 20  # the TorchScript-based exporter's newest opset
 
@@ -39,7 +32,7 @@ class ExportPass(Pass[ExportConfig]):
 
     def run(self, ctx: PassContext, config: ExportConfig) -> PassResult:
         pair = (ctx.input_format, config.format)
-        out = ctx.work_dir / EXTENSIONS[config.format]
+        out = ctx.work_dir / model_filename("model", config.format)
         warnings: list[str] = []
         if pair == ("pt2", "onnx"):
             metrics = _pt2_to_onnx(ctx, out, config.opset)

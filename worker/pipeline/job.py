@@ -22,8 +22,6 @@ from worker.runtimes.torch_programs import load_program, vocab_sizes
 from worker.sandbox.progress import Progress
 from worker.sandbox.protocol import SandboxRequest
 
-MODEL_EXTENSIONS = {"onnx": "onnx", "torchscript": "pt", "pt2": "pt2", "tvm": "so"}
-
 
 def _vocab(source: Path, fmt: str) -> dict[str, int]:
     """Which inputs index an embedding table (their ids must stay below its row count)."""

@@ -6,13 +6,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from app.core.formats import model_filename
+from app.core.storage import sha256_file
 from worker.pipeline.auto import run_auto
-from worker.pipeline.job import MODEL_EXTENSIONS, JobRun, measure_job, prepare, run_steps
+from worker.pipeline.job import JobRun, measure_job, prepare, run_steps
 from worker.report.build import (
     REPORT_SCHEMA_VERSION,
     comparison,
     environment,
-    sha256_of,
     verdict,
     write_json,
     write_report,
@@ -32,7 +33,7 @@ def run_pipeline(scratch: Path, request: SandboxRequest) -> SandboxResult:
         final_path, final_fmt, steps, extra, artifacts = run_auto(job, out)
     else:
         final_path, final_fmt, steps = run_steps(job, list(job.spec.steps or []), scratch / "work")
-    model_name = f"model.{MODEL_EXTENSIONS[final_fmt]}"
+    model_name = model_filename("model", final_fmt)
     shutil.copyfile(final_path, out / model_name)
     if final_fmt == "tvm":  # the compiler step leaves a runner snippet beside the library
         shutil.copyfile(final_path.parent / "run_tvm.py", out / "run_tvm.py")
@@ -108,5 +109,5 @@ def _manifest(job: JobRun, report: dict[str, Any], model: Path) -> dict[str, Any
         "seeds": {"benchmark_inputs": "batch size", "fidelity_inputs": "1000 + chunk index"},
         "input_model_sha256": request.model.public["sha256"],
         "datasets_sha256": request.datasets_sha256,
-        "outputs": {model.name: sha256_of(model)},
+        "outputs": {model.name: sha256_file(model)},
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -158,14 +157,6 @@ def verdict(
     if constraints.fail_if_slower:
         judge(not slower, "not slower than the original at any batch size")
     return {"met": ok, "reasons": reasons, "notes": notes}
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_json(path: Path, data: Any) -> None:

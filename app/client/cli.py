@@ -9,19 +9,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from app.client.api import ApiError, Client, load_json_arg
+
 EXIT_FAILED, EXIT_BUDGET_MISSED, EXIT_ERROR = 1, 2, 3
+# What a client command reports as "modelpress: <error>" and exit 3 instead of a traceback.
+CLIENT_ERRORS: tuple[type[Exception], ...] = (
+    ApiError,
+    httpx.ConnectError,
+    httpx.HTTPStatusError,
+    TimeoutError,
+)
 
 
 def _common() -> argparse.ArgumentParser:
+    """`--url` and `--api-key`, accepted by every client subcommand."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--url", default=os.environ.get("MODELPRESS_URL", "http://127.0.0.1:8000"))
     parent.add_argument("--api-key", default=os.environ.get("MODELPRESS_API_KEY"))
     return parent
 
 
-def _client(args: argparse.Namespace) -> Any:
-    from app.client import Client
-
+def _client(args: argparse.Namespace) -> Client:
     return Client(args.url, args.api_key)
 
 
@@ -29,9 +39,8 @@ def _print(data: Any) -> None:
     print(json.dumps(data, indent=2))
 
 
-def _spec(args: argparse.Namespace, client: Any, model_id: str) -> dict[str, Any]:
-    from app.client import load_json_arg
-
+def _spec(args: argparse.Namespace, client: Client, model_id: str) -> dict[str, Any]:
+    """The job spec of `optimize` (its datasets are uploaded on the way)."""
     spec: dict[str, Any] = {"model_id": model_id}
     if args.recipe:
         spec.update(recipe=args.recipe, objective=args.objective)
@@ -97,6 +106,7 @@ def _show_progress(job: dict[str, Any]) -> None:
 
 
 def _crud(args: argparse.Namespace) -> int:
+    """`models` and `datasets`: list, get, delete, upload."""
     client, kind, action = _client(args), args.kind, args.action
     base = f"/v1/{kind}"
     if action == "list":
@@ -112,8 +122,7 @@ def _crud(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    from app.client import load_json_arg
-
+    """`jobs`: submit, list, get, cancel, wait (exit 1 unless the waited job succeeded)."""
     client = _client(args)
     if args.action == "submit":
         _print(client.submit(load_json_arg(args.spec), args.idempotency_key))
@@ -135,6 +144,7 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _artifacts(args: argparse.Namespace) -> int:
+    """`artifacts`: list a job's artifacts or download one (or all) into `--out`."""
     client = _client(args)
     job = client.get(f"/v1/jobs/{args.job_id}")
     if args.action == "list":
@@ -149,6 +159,15 @@ def _artifacts(args: argparse.Namespace) -> int:
 def add_client_commands(sub: Any) -> None:
     """Register optimize, models, datasets, jobs and artifacts."""
     common = _common()
+    _add_optimize(sub, common)
+    for kind in ("models", "datasets"):
+        _add_crud(sub, common, kind)
+    _add_jobs(sub, common)
+    _add_artifacts(sub, common)
+
+
+def _add_optimize(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`modelpress optimize MODEL_FILE ...`."""
     p = sub.add_parser("optimize", parents=[common], help=cmd_optimize.__doc__)
     p.add_argument("model_file")
     p.add_argument("--steps", help="JSON list of steps, inline or @file (default: quantize)")
@@ -165,18 +184,25 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--wait", action="store_true")
     p.add_argument("--out", default="dist")
     p.set_defaults(func=cmd_optimize)
-    for kind in ("models", "datasets"):
-        p = sub.add_parser(kind, parents=[common], help=f"list, get, upload, delete {kind}")
-        p.set_defaults(func=_crud, kind=kind)
-        actions = p.add_subparsers(dest="action", required=True)
-        actions.add_parser("list", parents=[common]).add_argument("--limit", type=int, default=50)
-        for action in ("get", "delete"):
-            actions.add_parser(action, parents=[common]).add_argument("id")
-        up = actions.add_parser("upload", parents=[common])
-        up.add_argument("file")
-        up.add_argument("--name")
-        if kind == "models":
-            up.add_argument("--input-shapes")
+
+
+def _add_crud(sub: Any, common: argparse.ArgumentParser, kind: str) -> None:
+    """`modelpress models|datasets list|get|delete|upload`."""
+    p = sub.add_parser(kind, parents=[common], help=f"list, get, upload, delete {kind}")
+    p.set_defaults(func=_crud, kind=kind)
+    actions = p.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", parents=[common]).add_argument("--limit", type=int, default=50)
+    for action in ("get", "delete"):
+        actions.add_parser(action, parents=[common]).add_argument("id")
+    up = actions.add_parser("upload", parents=[common])
+    up.add_argument("file")
+    up.add_argument("--name")
+    if kind == "models":
+        up.add_argument("--input-shapes")
+
+
+def _add_jobs(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`modelpress jobs submit|list|get|cancel|wait`."""
     p = sub.add_parser("jobs", parents=[common], help="submit, list, get, cancel, wait")
     p.set_defaults(func=_jobs)
     actions = p.add_subparsers(dest="action", required=True)
@@ -188,6 +214,10 @@ def add_client_commands(sub: Any) -> None:
     ls.add_argument("--limit", type=int, default=50)
     for action in ("get", "cancel", "wait"):
         actions.add_parser(action, parents=[common]).add_argument("id")
+
+
+def _add_artifacts(sub: Any, common: argparse.ArgumentParser) -> None:
+    """`modelpress artifacts list|download`."""
     p = sub.add_parser("artifacts", parents=[common], help="list or download a job's artifacts")
     p.set_defaults(func=_artifacts)
     actions = p.add_subparsers(dest="action", required=True)

@@ -1,0 +1,132 @@
+"""A queued job of a ready model, and a way to give it stored artifacts (as the worker would)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, update
+
+from app.core.storage import get_storage
+from app.db.orm import Artifact, Job, MlModel
+from app.db.session import session_scope
+
+
+@pytest.fixture
+def model_id(client: Any, env: dict[str, str], mlp_onnx: Path) -> str:
+    """An ONNX model marked `ready` in the database (as the inspection would)."""
+    response = client.post("/v1/models", files={"file": ("mlp.onnx", mlp_onnx.read_bytes())})
+    model_id = str(response.json()["id"])
+    with session_scope(env["MODELPRESS_DATABASE_URL"]) as session:
+        session.execute(
+            update(MlModel)
+            .where(MlModel.id == model_id)
+            .values(
+                status="ready",
+                inputs=[{"name": "input", "dtype": "float32", "shape": ["batch", 32]}],
+                outputs=[{"name": "output", "dtype": "float32", "shape": ["batch", 10]}],
+            )
+        )
+    return model_id
+
+
+@pytest.fixture
+def job(client: Any, model_id: str) -> dict[str, Any]:
+    response = client.post("/v1/jobs", json={"model_id": model_id, "steps": [{"op": "quantize"}]})
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+@pytest.fixture
+def store_artifact(env: dict[str, str], tmp_path: Path) -> Callable[..., str]:
+    """Store bytes content-addressed and record them as an artifact of a job; returns the sha256."""
+
+    def _store(job_id: str, name: str, data: bytes, media_type: str = "text/plain") -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        src = tmp_path / f"{sha}.part"
+        src.write_bytes(data)
+        key = get_storage().put(src, sha)
+        with session_scope(env["MODELPRESS_DATABASE_URL"]) as session:
+            tenant_id = session.scalars(select(Job.tenant_id).where(Job.id == job_id)).one()
+            session.add(
+                Artifact(
+                    job_id=job_id,
+                    tenant_id=tenant_id,
+                    name=name,
+                    kind="report" if name.startswith("report.") else "model",
+                    media_type=media_type,
+                    size_bytes=len(data),
+                    sha256=sha,
+                    storage_key=key,
+                )
+            )
+        return sha
+
+    return _store
+
+
+def report_document(job_id: str) -> dict[str, Any]:
+    """The smallest report of the documented shape (schema_version "1")."""
+    measurement = {
+        "format": "onnx",
+        "runtime": "onnxruntime",
+        "size_bytes": 100,
+        "compressed_size_bytes": 90,
+        "parameters": 10,
+        "nonzero_parameters": 10,
+        "sparsity": 0.0,
+        "load_ms": 1.0,
+        "load_rss_bytes": 0,
+        "latency_ms": {"1": {"p50": 0.5, "iterations": 5}},
+        "throughput": {"1": 2000.0},
+        "memory": {"peak_rss_bytes": None, "how": "not measured"},
+    }
+    output = {
+        "max_abs_error": 0.0,
+        "mean_abs_error": 0.0,
+        "cosine_min": 1.0,
+        "cosine_mean": 1.0,
+        "top1_agreement": 1.0,
+        "nan_or_inf": False,
+        "shape_match": True,
+    }
+    return {
+        "schema_version": "1",
+        "job_id": job_id,
+        "model": {"id": "m", "name": "mlp.onnx", "format": "onnx", "sha256": "0" * 64},
+        "baseline": measurement,
+        "optimized": measurement,
+        "comparison": {"size_ratio": 1.0, "speedup": {"1": 1.0}},
+        "fidelity": {"inputs": "synthesized", "samples": 4, "outputs": {"output": output}},
+        "steps": [],
+        "environment": {
+            "device": "cpu",
+            "execution_provider": ["CPUExecutionProvider"],
+            "cpu_model": None,
+            "cpu_flags": [],
+            "cores": 2,
+            "threads": 1,
+            "memory_bytes": None,
+            "python": "3.11",
+            "platform": "linux",
+            "libraries": {},
+        },
+        "benchmark": {
+            "batch_sizes": [1],
+            "iterations": 5,
+            "warmup": 1,
+            "threads": 1,
+            "interleaved": True,
+            "inputs": [],
+        },
+        "verdict": {"met": None, "reasons": [], "notes": []},
+    }
+
+
+@pytest.fixture
+def report() -> Callable[[str], dict[str, Any]]:
+    """`report_document`, as a fixture (test modules cannot import a conftest)."""
+    return report_document
