@@ -97,6 +97,14 @@ class QuantizeConfig(PassConfig):
         description="`static` only: `qdq` (QuantizeLinear/DequantizeLinear around float ops, "
         "fused by ONNX Runtime; portable) or `qoperator` (QLinearConv, QLinearMatMul ...).",
     )
+    reduce_range: bool | None = Field(
+        None,
+        description="Quantize weights to 7 bits. Default (null): chosen from the worker's CPU: on "
+        "for x86 CPUs without VNNI (AVX2), whose int8 kernels otherwise saturate and return wrong "
+        "outputs; off with VNNI (AVX-512 VNNI, AVX-VNNI, AMX), where it only costs fidelity. The "
+        "step's metrics say which was chosen and why. Set `true` for a model that will run on "
+        "CPUs without VNNI.",
+    )
 
 
 def chosen_op_types(config: QuantizeConfig, *, excluded: bool = True) -> list[str]:

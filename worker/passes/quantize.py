@@ -1,8 +1,9 @@
 """`quantize`: int8 quantization of ONNX models with ONNX Runtime.
 
 Defaults are measured on this AVX-512 VNNI CPU (FIELD-NOTES.md, BENCHMARKS.md). Both modes:
-per-channel int8 weights (per-tensor lost up to 0.16 cosine on a transformer), `reduce_range` off
-(worse fidelity, no faster), MatMuls only where the second input is a weight. `dynamic`: only
+per-channel int8 weights (per-tensor lost up to 0.16 cosine on a transformer), `reduce_range`
+chosen from the CPU (worker/cpu.py: on without VNNI, where the kernels saturate; off with it,
+where it only costs fidelity), MatMuls only where the second input is a weight. `dynamic`: only
 MatMul/Gemm/Gather (embeddings: 35 -> 11 MB on an encoder, cosine change < 1e-5), since dynamic
 convolutions become ConvInteger, 5-12x slower than float. `static`: QDQ with uint8 activations
 (int8 activations made a 64-128 channel CNN 2x slower than float at batch 1, uint8 2.9x faster),
@@ -36,11 +37,21 @@ from app.passes.quantize import (
     spec_problem,
 )
 from worker.calibration import calibration_reader, preprocess
+from worker.cpu import cpu_info, int8_choice
 from worker.passes.base import Pass, PassContext, PassResult
 
 SMALL_CALIBRATION = 32
 
 
+SATURATION_WARNING = (
+    "`reduce_range: false` on a CPU without VNNI: ONNX Runtime's u8s8 int8 kernels saturate "
+    "here, so this model's outputs may be wrong; the report's fidelity rows measure it."
+)
+PORTABILITY_WARNING = (
+    "Quantized for a CPU with VNNI (weights use the full int8 range): on x86 CPUs without VNNI "
+    "(AVX2 only) ONNX Runtime's int8 kernels saturate on such weights. For those targets, "
+    "quantize with `reduce_range: true`."
+)
 CONV_WARNING = (
     "Dynamic quantization turns Conv into ConvInteger, which runs several times slower than "
     "float32 on CPU; convolutions want static (QDQ) quantization."
@@ -117,7 +128,27 @@ class QuantizePass(Pass[QuantizeConfig]):
         return _run_dynamic(ctx, config)
 
 
+def _reduce_range(config: QuantizeConfig) -> tuple[bool, dict[str, Any], list[str]]:
+    """`reduce_range` for this run, the metrics that say why, and the warnings it calls for."""
+    choice, cpu = int8_choice(), cpu_info()
+    chosen = choice.reduce_range if config.reduce_range is None else config.reduce_range
+    metrics = {
+        "reduce_range": chosen,
+        "reduce_range_source": "cpu" if config.reduce_range is None else "spec",
+        "reduce_range_reason": choice.reason,
+        "int8_kernels": choice.kernels,
+        "cpu_flags": list(cpu.flags),
+    }
+    warnings = []
+    if not chosen and choice.reduce_range:
+        warnings.append(SATURATION_WARNING)
+    elif not chosen:
+        warnings.append(PORTABILITY_WARNING)
+    return chosen, metrics, warnings
+
+
 def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
+    reduce_range, range_metrics, range_warnings = _reduce_range(config)
     source = onnx.load(str(ctx.input_path), load_external_data=False)
     op_types = chosen_op_types(config)
     candidates = _weight_nodes(source, set(chosen_op_types(config, excluded=False)))
@@ -128,15 +159,15 @@ def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
         str(out),
         op_types_to_quantize=op_types,
         per_channel=config.per_channel,
-        reduce_range=False,
+        reduce_range=reduce_range,
         weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
         # The excluded Gemms under the name they get once rewritten as MatMul + Add.
         nodes_to_exclude=[*config.exclude_nodes, *(n + GEMM_SUFFIX for n in excluded_gemms)],
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
     result = onnx.load(str(out), load_external_data=False)
-    metrics = _metrics(config, source, result, candidates)
-    warnings = _unknown_nodes(config, source)
+    metrics = {**_metrics(config, source, result, candidates), **range_metrics}
+    warnings = [*range_warnings, *_unknown_nodes(config, source)]
     if "Conv" in op_types and "Conv" in candidates.values():
         warnings.append(CONV_WARNING)
     convs = set(_weight_nodes(result, {"Conv"}))
@@ -151,6 +182,7 @@ def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
 
 def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     assert config.calibration_dataset_id is not None  # spec_problem refuses it missing
+    reduce_range, range_metrics, range_warnings = _reduce_range(config)
     arrays, _labels = ctx.tools.dataset_inputs(
         config.calibration_dataset_id, config.calibration_samples
     )
@@ -159,7 +191,7 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     source = onnx.load(str(model_path), load_external_data=False)
     candidates = _weight_nodes(source, set(chosen_op_types(config, excluded=False)))
     out = ctx.work_dir / "quantized.onnx"
-    _quantize_static(model_path, out, reader, config)
+    _quantize_static(model_path, out, reader, config, reduce_range)
     if model_path != ctx.input_path:
         model_path.unlink()  # the step's output is the one quantized file
     result = onnx.load(str(out), load_external_data=False)
@@ -173,8 +205,9 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
         activation_type="uint8",
         weight_type=config.weight_type,
         preprocessed=model_path != ctx.input_path,
+        **range_metrics,
     )
-    warnings += _unknown_nodes(config, source)
+    warnings += [*range_warnings, *_unknown_nodes(config, source)]
     if reader.samples < SMALL_CALIBRATION:
         warnings.append(
             f"Calibrated on {reader.samples} samples: activation ranges from fewer than "
@@ -185,7 +218,9 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     return PassResult(out, "onnx", metrics, warnings)
 
 
-def _quantize_static(model: Path, out: Path, reader: Any, config: QuantizeConfig) -> None:
+def _quantize_static(
+    model: Path, out: Path, reader: Any, config: QuantizeConfig, reduce_range: bool
+) -> None:
     quantize_static(
         str(model),
         str(out),
@@ -193,7 +228,7 @@ def _quantize_static(model: Path, out: Path, reader: Any, config: QuantizeConfig
         quant_format=QuantFormat.QDQ if config.format == "qdq" else QuantFormat.QOperator,
         op_types_to_quantize=chosen_op_types(config),
         per_channel=config.per_channel,
-        reduce_range=False,
+        reduce_range=reduce_range,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
         nodes_to_exclude=list(config.exclude_nodes),

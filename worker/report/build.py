@@ -13,27 +13,10 @@ import torch
 
 from app.artifacts.schemas import Report
 from app.jobs.schemas import Constraints
+from worker.cpu import FLAGS_ENV, cpu_info
 
 REPORT_SCHEMA_VERSION = "1"
 LIBRARIES = ("modelpress", "onnx", "onnxruntime", "numpy", "torch", "onnxscript")
-CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "f16c")
-
-
-def _cpuinfo() -> tuple[str | None, list[str]]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or None, []
-    model: str | None = None
-    flags: list[str] = []
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and model is None:
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            present = set(value.split())
-            flags = [f for f in CPU_FLAGS if f in present]
-    return model, flags
 
 
 def _memory_bytes() -> int | None:
@@ -62,7 +45,7 @@ def environment(
     threads: int, device: str = "cpu", providers: list[str] | None = None
 ) -> dict[str, Any]:
     """Where the numbers were measured: CPU, GPU when used, threads, memory, libraries."""
-    model, flags = _cpuinfo()
+    cpu = cpu_info()
     libraries = {}
     for name in LIBRARIES:
         try:
@@ -73,8 +56,9 @@ def environment(
         "device": device,
         **(_gpu() if device == "cuda" else {}),
         "execution_provider": providers or ["CPUExecutionProvider"],
-        "cpu_model": model,
-        "cpu_flags": flags,
+        "cpu_model": cpu.model,
+        "cpu_flags": list(cpu.flags),
+        **({"cpu_flags_overridden_by": FLAGS_ENV} if os.environ.get(FLAGS_ENV) else {}),
         "cores": os.cpu_count(),
         "threads": threads,
         "memory_bytes": _memory_bytes(),

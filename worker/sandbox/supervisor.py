@@ -18,9 +18,12 @@ from app.core.errors import JobFailure
 from worker.sandbox.limits import LIMITS_ENV
 from worker.sandbox.protocol import REQUEST_FILE, SandboxRequest, SandboxResult, read_result
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout, put on the child's PYTHONPATH
 # Only these variables reach the child: no database or broker URL, no credentials.
-PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+PASSTHROUGH_ENV = (
+    "PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+    "MODELPRESS_CPU_FLAGS",  # the test suite runs the other CPU kind's int8 path with it
+)  # fmt: skip
 TICK_SECONDS = 0.25
 KILL_GRACE_SECONDS = 3.0
 
