@@ -76,7 +76,15 @@ class OutputFidelity(_Open):
     mean_abs_error: float | None
     cosine_min: float | None = Field(description="Per-sample cosine similarity, worst sample.")
     cosine_mean: float | None
-    top1_agreement: float | None = Field(description="Classifiers (2-D outputs) only.")
+    top1_agreement: float | None = Field(
+        description="Argmax along the last axis agrees: classifiers (2-D), sequences (3-D, at "
+        "every position); null for other outputs."
+    )
+    top1_agreement_last: float | None = Field(
+        None,
+        description="Sequences with an attention-mask input: agreement at each sample's last "
+        "non-padding position (a decoder's next token).",
+    )
     nan_or_inf: bool
     shape_match: bool
 

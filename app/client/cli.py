@@ -60,6 +60,8 @@ def _spec(args: argparse.Namespace, client: Client, model_id: str) -> dict[str, 
         for k, v in (
             ("max_accuracy_drop", args.max_accuracy_drop),
             ("min_speedup", args.min_speedup),
+            ("min_cosine", args.min_cosine),
+            ("fail_if_slower", False if args.allow_slower else None),
         )
         if v is not None
     }
@@ -180,6 +182,10 @@ def _add_optimize(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", default="accuracy")
     p.add_argument("--max-accuracy-drop", type=float)
     p.add_argument("--min-speedup", type=float)
+    p.add_argument("--min-cosine", type=float, help="every output's cosine_mean vs the original")
+    p.add_argument(
+        "--allow-slower", action="store_true", help="a slower result does not miss the budget"
+    )
     p.add_argument("--benchmark", help="JSON benchmark settings, inline or @file")
     p.add_argument("--wait", action="store_true")
     p.add_argument("--out", default="dist")

@@ -83,7 +83,24 @@ class Constraints(BaseModel):
     min_speedup: float | None = Field(None, gt=0, le=1000, description="At every batch size.")
     max_size_bytes: int | None = Field(None, gt=0)
     max_latency_ms: float | None = Field(None, gt=0, description="p50 at every batch size.")
-    fail_if_slower: bool = Field(False, description="Not met if slower at any batch size.")
+    fail_if_slower: bool = Field(
+        True,
+        description="Not met if the result is slower than the original at any batch size, beyond "
+        "the noise measured between two copies of the original (the guard; `false` accepts a "
+        "slower model).",
+    )
+    min_cosine: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="Fidelity without labels: the `cosine_mean` of every output against the "
+        "original's, on the evaluation (or synthesized) inputs, at least this. Giving `min_cosine` "
+        "or `max_abs_error` replaces the guard's default floor (cosine_mean and top-1 agreement "
+        ">= 0.90).",
+    )
+    max_abs_error: float | None = Field(
+        None, gt=0, description="Fidelity without labels: every output's `max_abs_error`."
+    )
 
 
 AUTO_ONLY = ("objective", "calibration_dataset_id", "time_budget_s")

@@ -64,13 +64,21 @@ def measure_latency(
 
 
 def compare_outputs(
-    reference: list[np.ndarray], candidate: list[np.ndarray], names: list[str]
+    reference: list[np.ndarray],
+    candidate: list[np.ndarray],
+    names: list[str],
+    last: np.ndarray | None = None,
+    token_dims: frozenset[int] = frozenset(),
 ) -> dict[str, dict]:
     """Compare a candidate's outputs with the reference's, output by output.
 
     Cosine similarity is taken per sample (samples along the first axis, flattened); outputs of
     rank 0 or 1 count as one sample. Errors and cosines are None when the shapes differ or the
-    values are not finite (``nan_or_inf`` then tells why).
+    values are not finite (``nan_or_inf`` then tells why). ``top1_agreement`` compares the argmax
+    along the last axis of outputs that have a class or token axis (`has_class_axis`): classifiers
+    (2-D) and token scores (3-D, at every position); with ``last`` (each sample's last non-padding
+    position) ``top1_agreement_last`` compares it there only: a decoder's next-token choice.
+    ``token_dims`` are the model's vocabulary sizes (its embedding tables' rows).
 
     Raises:
         ValueError: the three lists differ in length.
@@ -81,9 +89,29 @@ def compare_outputs(
             f"{len(names)} names: they must match"
         )
     return {
-        name: _compare_one(np.asarray(ref), np.asarray(cand))
+        name: _compare_one(
+            np.asarray(ref), np.asarray(cand), has_class_axis(name, ref, token_dims), last
+        )
         for name, ref, cand in zip(names, reference, candidate, strict=True)
     }
+
+
+SCORE_NAMES = ("logit", "prob", "score", "class", "pred")
+FEATURE_NAMES = ("embed", "hidden", "pool", "feature", "state")
+MAX_CLASSES = 1000  # a 2-D output wider than this, not named as scores, is taken as features
+
+
+def has_class_axis(name: str, output: np.ndarray, token_dims: frozenset[int]) -> bool:
+    """Whether the last axis holds classes or tokens, so that its argmax is the model's answer
+    (an embedding's argmax is not: comparing it would flag faithful encoders)."""
+    shape, lowered = np.shape(output), name.lower()
+    if len(shape) not in (2, 3) or shape[-1] < 2:
+        return False
+    if any(k in lowered for k in SCORE_NAMES) or shape[-1] in token_dims:
+        return True
+    if any(k in lowered for k in FEATURE_NAMES):
+        return False
+    return len(shape) == 2 and shape[-1] <= MAX_CLASSES
 
 
 def rss_bytes() -> int:
@@ -135,7 +163,9 @@ def _latency_stats(elapsed_ns: list[int], batch: int) -> dict:
     }
 
 
-def _compare_one(reference: np.ndarray, candidate: np.ndarray) -> dict:
+def _compare_one(
+    reference: np.ndarray, candidate: np.ndarray, class_axis: bool, last: np.ndarray | None
+) -> dict:
     ref = reference.astype(np.float64)
     cand = candidate.astype(np.float64)
     result: dict = {
@@ -155,9 +185,12 @@ def _compare_one(reference: np.ndarray, candidate: np.ndarray) -> dict:
     result["mean_abs_error"] = _finite(error.mean())
     result["cosine_min"] = _finite(cosines.min())
     result["cosine_mean"] = _finite(cosines.mean())
-    if ref.ndim == 2 and ref.shape[1] > 1:
+    if class_axis:
         agree = np.argmax(ref, axis=-1) == np.argmax(cand, axis=-1)
         result["top1_agreement"] = float(agree.mean())
+        if ref.ndim == 3 and last is not None and len(last) == len(ref):
+            at = np.clip(last, 0, ref.shape[1] - 1)
+            result["top1_agreement_last"] = float(agree[np.arange(len(ref)), at].mean())
     return result
 
 

@@ -57,6 +57,7 @@ class Pair:
         self, models: dict[str, runtimes.Loaded], specs: list[dict[str, Any]], vocab: dict[str, int]
     ) -> None:
         self.models, self.specs, self.vocab = models, specs, vocab
+        self.token_dims = frozenset(vocab.values())  # a token axis has a vocabulary's size
         first = specs[0]["shape"] if specs and specs[0]["shape"] else None
         self.fixed_batch: int | None = first[0] if first and isinstance(first[0], int) else None
 
@@ -158,7 +159,7 @@ def fidelity_and_accuracy(
         "inputs": source,
         "samples": len(ref[0]),
         "batch_size": batch,
-        "outputs": compare_outputs(ref, cand, names),
+        "outputs": compare_outputs(ref, cand, names, last_positions(feeds), pair.token_dims),
     }
     other = second_shape(pair, spec)
     if other is not None:
@@ -166,7 +167,7 @@ def fidelity_and_accuracy(
         ref2, cand2 = _both(pair, feeds2, batch)
         fidelity["second_shape"] = {
             "input_shapes": {k: [len(ref2[0]), *v[1:]] for k, v in other.items()},
-            "outputs": compare_outputs(ref2, cand2, names),
+            "outputs": compare_outputs(ref2, cand2, names, last_positions(feeds2), pair.token_dims),
         }
     if spec.evaluation is None:
         return fidelity, None
@@ -175,6 +176,16 @@ def fidelity_and_accuracy(
     accuracy = _accuracy(spec.evaluation.metric, ref[0], cand[0], labels[: len(ref[0])])
     # Dynamic int8 computes activation scales per call: results depend on the batch, so say it.
     return fidelity, {**accuracy, "batch_size": batch}
+
+
+def last_positions(feeds: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Each sample's last non-padding position, from an attention-mask input (None without one)."""
+    mask = next((v for k, v in feeds.items() if "mask" in k.lower() and np.ndim(v) == 2), None)
+    if mask is None:
+        return None
+    ones = np.asarray(mask) != 0
+    # The last position whose mask is set (right padding); 0 for an all-padding row.
+    return np.where(ones.any(1), ones.shape[1] - 1 - np.argmax(ones[:, ::-1], axis=1), 0)
 
 
 def _both(pair: Pair, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[Any], list[Any]]:

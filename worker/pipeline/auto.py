@@ -1,6 +1,8 @@
 """`recipe: auto`: try candidate pipelines, measure each against the original, keep the best one
-that meets the constraints, or the closest with the reason when none does (never throw the best
-away). Every candidate, failed ones included, is in the report."""
+that meets the constraints (the guard included: never slower beyond the noise, never broken), or
+the closest one that is neither slower nor broken, with the reason, when none does; when every
+candidate is slower or broken, the original itself. Every candidate, failed ones included, is in
+the report."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.errors import JobFailure
+from app.jobs.schemas import Constraints
 from app.passes.registry import CATALOG
 from app.passes.spec import StepConfig
 from worker.pipeline.job import JobRun, measure_job, run_steps
-from worker.report.build import comparison, verdict
+from worker.report.build import COLLAPSE_FLOOR, NOT_RECOMMENDED, comparison, verdict
 
 log = logging.getLogger(__name__)
 STEPS = TypeAdapter(list[StepConfig])
@@ -65,9 +68,10 @@ def _score(record: dict[str, Any], objective: str) -> float:
 
 def _miss(record: dict[str, Any], job: JobRun) -> float:
     """How far a candidate is from the constraints (0 = met), each miss relative to its bound."""
-    c, total = job.spec.constraints, 0.0
-    if c is None:
-        return 0.0
+    c, total = job.spec.constraints or Constraints(), 0.0
+    cosine = record.get("cosine_mean")
+    floor = c.min_cosine if c.min_cosine is not None else COLLAPSE_FLOOR
+    total += max(0.0, floor - (cosine if cosine is not None else -1.0)) / max(abs(floor), 1e-3)
     if c.max_accuracy_drop is not None:
         drop = record["accuracy_drop"] if record["accuracy_drop"] is not None else 1.0
         total += max(0.0, drop - c.max_accuracy_drop) / max(c.max_accuracy_drop, 1e-3)
@@ -101,7 +105,13 @@ def _try(job: JobRun, name: str, steps: list[Any], index: int, total: int) -> di
             "wall_s": time.perf_counter() - started,
         }
     comp = comparison(measured["baseline"], measured["optimized"])
-    judged = verdict(job.spec.constraints, comp, measured["optimized"], measured["accuracy"])
+    judged = verdict(
+        job.spec.constraints,
+        comp,
+        measured["optimized"],
+        measured["accuracy"],
+        measured["fidelity"],
+    )
     outputs = measured["fidelity"]["outputs"].values()
     return {
         **record,
@@ -115,9 +125,13 @@ def _try(job: JobRun, name: str, steps: list[Any], index: int, total: int) -> di
         "cosine_min": min(
             (o["cosine_min"] for o in outputs if o["cosine_min"] is not None), default=None
         ),
+        "cosine_mean": min(
+            (o["cosine_mean"] for o in outputs if o["cosine_mean"] is not None), default=None
+        ),
         "accuracy": measured["accuracy"]["optimized"] if measured["accuracy"] else None,
         "accuracy_drop": measured["accuracy"]["drop"] if measured["accuracy"] else None,
         "met": judged["met"],
+        "guarded": not any(n.startswith(NOT_RECOMMENDED) for n in judged["notes"]),
         "reasons": judged["reasons"],
         "wall_s": round(time.perf_counter() - started, 3),
     }
@@ -138,13 +152,33 @@ def _choose(tried: list[dict[str, Any]], job: JobRun) -> tuple[dict[str, Any], s
         count = len(qualified)
         why = f"{best['name']} is the best of {count} candidate(s) that qualify, by {objective}."
         return best, why
-    best = min(ran, key=lambda r: (_miss(r, job), -_score(r, objective)))
+    safe = [r for r in ran if r.get("guarded")]
+    if not safe:
+        return _original(job), (
+            "Every candidate was slower than the original beyond the noise or broke its outputs "
+            "(see each candidate's reasons): the original model is returned unchanged."
+        )
+    best = min(safe, key=lambda r: (_miss(r, job), -_score(r, objective)))
     missed = "; ".join(x for x in best["reasons"] if x.startswith("missed"))
     why = (
-        f"No candidate met the constraints; {best['name']} came closest ({missed}). "
-        "It is returned so that nothing measured is thrown away."
+        f"No candidate met the constraints; {best['name']} came closest ({missed}) without "
+        "being slower or broken. It is returned so that nothing measured is thrown away."
     )
     return best, why
+
+
+def _original(job: JobRun) -> dict[str, Any]:
+    """The pseudo-candidate `original`: no step, the uploaded model as it is (measured in full
+    by the job like any result; nothing about it is estimated here)."""
+    return {
+        "name": "original",
+        "steps": [],
+        "error": None,
+        "path": str(job.source),
+        "format": job.fmt,
+        "records": [],
+        "met": None,
+    }
 
 
 def run_auto(
@@ -171,8 +205,9 @@ def run_auto(
     best, why = _choose(tried, job)
     artifacts = _candidate_artifacts(tried, best, out)
     public = [
-        {k: v for k, v in r.items() if k not in ("path", "records")} | {"chosen": r is best}
-        for r in tried
+        {k: v for k, v in r.items() if k not in ("path", "records", "guarded")}
+        | {"chosen": r is best}
+        for r in (tried if best in tried else [*tried, best])
     ]
     extra = {
         "candidates": public,

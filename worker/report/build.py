@@ -81,66 +81,133 @@ def comparison(baseline: dict[str, Any], optimized: dict[str, Any]) -> dict[str,
     return {"size_ratio": size_ratio, "speedup": speedup}
 
 
+COLLAPSE_FLOOR = 0.90  # the guard: cosine_mean or top-1 agreement below this is a broken model
+NOT_RECOMMENDED = "Not recommended:"  # how the guard's misses lead the verdict's notes
+
+
+class _Judge:
+    """Collects `met:` / `missed:` reasons; a miss makes the verdict not met."""
+
+    def __init__(self) -> None:
+        self.ok = True
+        self.reasons: list[str] = []
+        self.first: list[str] = []  # misses the notes lead with (the guard's)
+
+    def __call__(self, passed: bool, text: str, lead: bool = False) -> None:
+        self.ok = self.ok and passed
+        self.reasons.append(("met: " if passed else "missed: ") + text)
+        if lead and not passed:
+            self.first.append(f"{NOT_RECOMMENDED} {text}.")
+
+
+def _speed(comp: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Batch sizes where the result is slower beyond the noise band, and within it."""
+    noise = comp.get("noise") or {}
+    beyond, within = [], []
+    for batch, s in comp["speedup"].items():
+        if batch in noise and abs(s - 1) <= abs(noise[batch] - 1):
+            within.append(batch)
+        elif s < 1.0:
+            beyond.append(batch)
+    return beyond, within
+
+
 def verdict(
     constraints: Constraints | None,
     comp: dict[str, Any],
     optimized: dict[str, Any],
     accuracy: dict[str, Any] | None,
+    fidelity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Met or not, with one reason per constraint checked; `met` is None without a budget."""
-    notes = []
-    slower = [b for b, s in comp["speedup"].items() if s < 1.0]
+    """Met or not, one reason per check: the user's constraints and the guard (PRODUCT.md:
+    slower beyond the noise band while `fail_if_slower`, the default, or a collapsed output
+    without a fidelity constraint of the user's)."""
+    c = constraints or Constraints()
+    judge, notes = _Judge(), []
+    slower, within = _speed(comp)
     if slower:
         notes.append(
-            f"The optimized model is slower than the original at batch size(s) {', '.join(slower)}."
+            f"The optimized model is slower than the original at batch size(s) "
+            f"{', '.join(slower)}, beyond the noise measured."
         )
-    noise = comp.get("noise") or {}
-    within = [
-        b for b, s in comp["speedup"].items() if b in noise and abs(s - 1) <= abs(noise[b] - 1)
-    ]
     if within:
         notes.append(
             f"At batch size(s) {', '.join(within)} the speed difference is within the noise "
             "measured between two copies of the original."
         )
-    if constraints is None:
-        return {"met": None, "reasons": [], "notes": notes}
-    reasons: list[str] = []
-    ok = True
+    _budget(c, comp, optimized, accuracy, judge)
+    if c.fail_if_slower:
+        judge(not slower, "not slower than the original beyond the noise at any batch size", True)
+    _fidelity(c, (fidelity or {}).get("outputs") or {}, judge)
+    return {"met": judge.ok, "reasons": judge.reasons, "notes": judge.first + notes}
 
-    def judge(passed: bool, text: str) -> None:
-        nonlocal ok
-        ok = ok and passed
-        reasons.append(("met: " if passed else "missed: ") + text)
 
-    if constraints.max_accuracy_drop is not None:
+def _budget(
+    c: Constraints,
+    comp: dict[str, Any],
+    optimized: dict[str, Any],
+    accuracy: dict[str, Any] | None,
+    judge: _Judge,
+) -> None:
+    if c.max_accuracy_drop is not None:
         if accuracy is None:
             judge(False, "max_accuracy_drop needs `evaluation` (a labelled dataset); not measured")
         else:
-            judge(
-                accuracy["drop"] <= constraints.max_accuracy_drop,
-                f"accuracy drop {accuracy['drop']:.4f} <= {constraints.max_accuracy_drop}",
-            )
-    if constraints.min_speedup is not None:
+            drop = accuracy["drop"]
+            judge(drop <= c.max_accuracy_drop, f"accuracy drop {drop:.4f} <= {c.max_accuracy_drop}")
+    if c.min_speedup is not None:
         worst = min(comp["speedup"].values(), default=0.0)
         judge(
-            worst >= constraints.min_speedup,
-            f"speedup {worst:.3f}x >= {constraints.min_speedup}x at every batch size",
+            worst >= c.min_speedup, f"speedup {worst:.3f}x >= {c.min_speedup}x at every batch size"
         )
-    if constraints.max_size_bytes is not None:
-        judge(
-            optimized["size_bytes"] <= constraints.max_size_bytes,
-            f"size {optimized['size_bytes']} <= {constraints.max_size_bytes} bytes",
-        )
-    if constraints.max_latency_ms is not None:
+    if c.max_size_bytes is not None:
+        size = optimized["size_bytes"]
+        judge(size <= c.max_size_bytes, f"size {size} <= {c.max_size_bytes} bytes")
+    if c.max_latency_ms is not None:
         worst_ms = max((s["p50"] for s in optimized["latency_ms"].values()), default=float("inf"))
         judge(
-            worst_ms <= constraints.max_latency_ms,
-            f"p50 latency {worst_ms:.3f} ms <= {constraints.max_latency_ms} ms",
+            worst_ms <= c.max_latency_ms, f"p50 latency {worst_ms:.3f} ms <= {c.max_latency_ms} ms"
         )
-    if constraints.fail_if_slower:
-        judge(not slower, "not slower than the original at any batch size")
-    return {"met": ok, "reasons": reasons, "notes": notes}
+
+
+def _fidelity(c: Constraints, outputs: dict[str, Any], judge: _Judge) -> None:
+    """The user's fidelity bounds, else the guard against a collapsed output."""
+    if c.min_cosine is not None:
+        for name, o in outputs.items():
+            value = o.get("cosine_mean")
+            shown = "not measurable" if value is None else f"{value:.4f}"
+            judge(
+                value is not None and value >= c.min_cosine,
+                f"`{name}` cosine_mean {shown} >= {c.min_cosine}",
+            )
+    if c.max_abs_error is not None:
+        for name, o in outputs.items():
+            value = o.get("max_abs_error")
+            shown = "not measurable" if value is None else f"{value:.3g}"
+            judge(
+                value is not None and value <= c.max_abs_error,
+                f"`{name}` max_abs_error {shown} <= {c.max_abs_error}",
+            )
+    if c.min_cosine is None and c.max_abs_error is None:
+        for name, o in outputs.items():
+            judge(not _collapsed(o), f"`{name}` is not collapsed ({_fidelity_text(o)})", True)
+
+
+def _collapsed(o: dict[str, Any]) -> bool:
+    if o.get("nan_or_inf") or o.get("shape_match") is False:
+        return True
+    values = [o.get(k) for k in ("cosine_mean", "top1_agreement", "top1_agreement_last")]
+    return o.get("cosine_mean") is None or any(v is not None and v < COLLAPSE_FLOOR for v in values)
+
+
+def _fidelity_text(o: dict[str, Any]) -> str:
+    keys = ("cosine_mean", "top1_agreement", "top1_agreement_last")
+    parts = [f"{k} {o[k]:.3f}" for k in keys if o.get(k) is not None]
+    if o.get("nan_or_inf"):
+        parts.append("NaN or Inf in the output")
+    if o.get("shape_match") is False:
+        parts.append("shapes differ")
+    return ", ".join(parts or ["cosine not measurable"]) + f"; floor {COLLAPSE_FLOOR}"
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -134,8 +134,8 @@ def test_top1_agreement_counts_equal_argmax_rows() -> None:
     assert result["top1_agreement"] == 0.75
 
 
-def test_top1_agreement_is_none_beyond_two_dimensions() -> None:
-    ref = np.ones((2, 3, 4))
+def test_top1_agreement_is_none_beyond_three_dimensions() -> None:
+    ref = np.ones((2, 3, 4, 5))
 
     result = compare_outputs([ref], [ref], ["hidden"])["hidden"]
 

@@ -30,11 +30,14 @@ def test_comparison_is_the_ratio_of_measured_p50s(faster: tuple[dict, dict]) -> 
     assert comp == {"size_ratio": 0.25, "speedup": {"1": 2.0, "32": 2.5}}
 
 
-def test_no_constraints_gives_no_verdict(faster: tuple[dict, dict]) -> None:
-    judged = verdict(None, comparison(*faster), faster[1], None)
+def test_no_constraints_still_runs_the_guard(faster: tuple[dict, dict]) -> None:
+    judged = verdict(None, comparison(*faster), faster[1], None, _fidelity(0.999, 1.0))
 
-    assert judged["met"] is None
-    assert judged["reasons"] == []
+    assert judged["met"] is True
+    assert judged["reasons"] == [
+        "met: not slower than the original beyond the noise at any batch size",
+        "met: `output` is not collapsed (cosine_mean 0.999, top1_agreement 1.000; floor 0.9)",
+    ]
 
 
 def test_every_constraint_met(faster: tuple[dict, dict]) -> None:
@@ -58,7 +61,7 @@ def test_min_speedup_is_judged_at_the_worst_batch_size(faster: tuple[dict, dict]
     judged = verdict(Constraints(min_speedup=2.2), comparison(*faster), faster[1], None)
 
     assert judged["met"] is False
-    assert judged["reasons"] == ["missed: speedup 2.000x >= 2.2x at every batch size"]
+    assert judged["reasons"][0] == "missed: speedup 2.000x >= 2.2x at every batch size"
 
 
 def test_accuracy_budget_without_evaluation_is_not_met(faster: tuple[dict, dict]) -> None:
@@ -84,6 +87,93 @@ def test_slower_models_are_noted_and_fail_if_slower(faster: tuple[dict, dict]) -
 
     assert judged["met"] is False
     assert any("slower than the original at batch size(s) 1" in n for n in judged["notes"])
+
+
+def _fidelity(cosine: float | None, top1: float | None, **extra: Any) -> dict[str, Any]:
+    output = {
+        "cosine_mean": cosine,
+        "top1_agreement": top1,
+        "max_abs_error": 0.01,
+        "nan_or_inf": False,
+        "shape_match": True,
+        **extra,
+    }
+    return {"outputs": {"output": output}}
+
+
+@pytest.mark.parametrize(
+    ("cosine", "top1", "extra"),
+    [
+        (-0.66, None, {}),  # the int8 LLM on an AVX2 CPU without reduce_range
+        (0.97, 0.62, {}),  # faithful-looking logits, wrong answers
+        (0.99, None, {"top1_agreement_last": 0.5}),  # a decoder's next token
+        (None, None, {"nan_or_inf": True}),
+    ],
+    ids=["cosine", "top1", "next-token", "nan"],
+)
+def test_a_collapsed_output_is_not_recommended_first(
+    faster: tuple[dict, dict], cosine: float | None, top1: float | None, extra: dict[str, Any]
+) -> None:
+    judged = verdict(None, comparison(*faster), faster[1], None, _fidelity(cosine, top1, **extra))
+
+    assert judged["met"] is False
+    assert judged["notes"][0].startswith("Not recommended: `output` is not collapsed")
+    assert any(r.startswith("missed: `output` is not collapsed") for r in judged["reasons"])
+
+
+def test_a_fidelity_constraint_replaces_the_guard_floor(faster: tuple[dict, dict]) -> None:
+    fidelity = _fidelity(0.85, 0.8)
+
+    loose = verdict(Constraints(min_cosine=0.8), comparison(*faster), faster[1], None, fidelity)
+    strict = verdict(Constraints(min_cosine=0.9), comparison(*faster), faster[1], None, fidelity)
+
+    assert loose["met"] is True
+    assert "met: `output` cosine_mean 0.8500 >= 0.8" in loose["reasons"]
+    assert strict["met"] is False
+
+
+def test_max_abs_error_is_judged_on_every_output(faster: tuple[dict, dict]) -> None:
+    fidelity = _fidelity(0.999, 1.0)
+
+    within = verdict(
+        Constraints(max_abs_error=0.02), comparison(*faster), faster[1], None, fidelity
+    )
+    beyond = verdict(
+        Constraints(max_abs_error=0.001), comparison(*faster), faster[1], None, fidelity
+    )
+
+    assert within["met"] is True
+    assert beyond["met"] is False
+
+
+def test_slower_within_the_noise_is_not_a_miss() -> None:
+    base, opt = _facts(1000, {"1": 10.0}), _facts(900, {"1": 10.3})
+    comp = {**comparison(base, opt), "noise": {"1": 0.95}}
+
+    judged = verdict(None, comp, opt, None)
+
+    assert judged["met"] is True
+    assert any("within the noise" in n for n in judged["notes"])
+
+
+def test_fail_if_slower_false_accepts_a_slower_model(faster: tuple[dict, dict]) -> None:
+    base, _ = faster
+    slower = _facts(900, {"1": 12.0, "32": 90.0})
+
+    judged = verdict(Constraints(fail_if_slower=False), comparison(base, slower), slower, None)
+
+    assert judged["met"] is True
+    assert any("slower than the original" in n for n in judged["notes"])
+
+
+def test_slower_by_default_is_not_recommended_first(faster: tuple[dict, dict]) -> None:
+    base, _ = faster
+    slower = _facts(900, {"1": 12.0, "32": 90.0})
+
+    judged = verdict(None, comparison(base, slower), slower, None)
+
+    assert judged["met"] is False
+    assert judged["notes"][0].startswith("Not recommended: not slower than the original")
 
 
 def test_speedups_inside_the_noise_band_are_flagged(faster: tuple[dict, dict]) -> None:
