@@ -16,11 +16,16 @@ def _job(objective: str = "latency", **constraints: Any) -> Any:
     spec = SimpleNamespace(
         objective=objective, constraints=Constraints(**constraints) if constraints else None
     )
-    return SimpleNamespace(spec=spec)
+    return SimpleNamespace(spec=spec, source="/scratch/input/model.onnx", fmt="onnx")
 
 
 def _record(
-    name: str, size: int, speedup: float, met: bool | None, drop: float | None = None
+    name: str,
+    size: int,
+    speedup: float,
+    met: bool | None,
+    drop: float | None = None,
+    guarded: bool = True,
 ) -> dict:
     return {
         "name": name,
@@ -30,6 +35,8 @@ def _record(
         "latency_ms_p50": {"1": 10 / speedup},
         "accuracy_drop": drop,
         "met": met,
+        "guarded": guarded,  # neither slower beyond the noise nor collapsed
+        "cosine_mean": 0.999,
         "reasons": [] if met else [f"missed: {name}"],
     }
 
@@ -90,3 +97,29 @@ def test_all_candidates_failing_fails_the_job() -> None:
         _choose(tried, _job())
 
     assert failure.value.code == "no_candidate"
+
+
+def test_a_slower_or_broken_candidate_is_not_the_closest() -> None:
+    tried = [
+        _record("broken-but-small", 10, 3.0, False, drop=0.0, guarded=False),
+        _record("safe", 100, 1.1, False, drop=0.05),
+    ]
+
+    best, why = _choose(tried, _job(max_accuracy_drop=0.01))
+
+    assert best["name"] == "safe"
+    assert "without being slower or broken" in why
+
+
+def test_when_every_candidate_is_slower_or_broken_the_original_is_kept() -> None:
+    tried = [
+        _record("slower", 100, 0.8, False, guarded=False),
+        _record("collapsed", 50, 2.0, False, guarded=False),
+    ]
+
+    best, why = _choose(tried, _job())
+
+    assert best["name"] == "original"
+    assert best["steps"] == [] and best["records"] == []
+    assert (best["path"], best["format"]) == ("/scratch/input/model.onnx", "onnx")
+    assert "the original model is returned unchanged" in why
