@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import version_converter
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from app.core.errors import JobFailure
@@ -103,16 +105,55 @@ def _conform(array: np.ndarray, spec: dict[str, Any], dataset_id: str) -> np.nda
     return np.array(array, dtype=dtype, copy=True)
 
 
+PER_CHANNEL_MIN_OPSET = 13  # DequantizeLinear has no `axis` before opset 13
+
+
+def upgrade_opset(model: Path, work_dir: Path, minimum: int) -> tuple[Path, dict[str, Any]]:
+    """The model at opset `minimum` or later (converted by onnx's version converter if older).
+
+    Raises:
+        JobFailure: the converter cannot bring the model to that opset.
+    """
+    proto = onnx.load(str(model), load_external_data=False)
+    before = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if before is None or before >= minimum:
+        return model, {}
+    try:
+        converted = version_converter.convert_version(proto, minimum)
+        onnx.checker.check_model(converted)
+    except Exception as exc:
+        raise JobFailure(
+            "quantization_failed",
+            f"Per-channel int8 needs ONNX opset {minimum}; the model is opset {before} and "
+            f"onnx's version converter failed ({type(exc).__name__}: {exc}). Quantize with "
+            "`per_channel: false`, or export the model at a newer opset.",
+        ) from exc
+    out = work_dir / f"opset{minimum}.onnx"
+    onnx.save(converted, str(out))
+    return out, {"opset_before": before, "opset": minimum}
+
+
 def preprocess(model: Path, work_dir: Path) -> tuple[Path, list[str]]:
     """ONNX Runtime's recommended pre-processing (shape inference, graph cleanup) before
-    calibration: the model to quantize, and warnings (a model it fails on is used as it is)."""
+    calibration: the model to quantize, and warnings. Its symbolic shape inference fails on some
+    real exports (docs/field-notes.md): then it runs without it; a model it still fails on is
+    used as it is."""
     out = work_dir / "preprocessed.onnx"
-    try:
-        quant_pre_process(str(model), str(out))
-    except Exception as exc:  # a failure only costs the pre-processing, not the step
-        out.unlink(missing_ok=True)
-        return model, [
-            f"quant_pre_process failed ({type(exc).__name__}: {exc}); quantized the model "
-            "without pre-processing."
-        ]
-    return out, []
+    errors = []
+    for skip_symbolic in (False, True):
+        try:
+            quant_pre_process(str(model), str(out), skip_symbolic_shape=skip_symbolic)
+        except Exception as exc:  # a failure only costs the pre-processing, not the step
+            out.unlink(missing_ok=True)
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        if skip_symbolic:
+            return out, [
+                f"quant_pre_process's symbolic shape inference failed ({errors[0][:300]}); "
+                "pre-processed without it."
+            ]
+        return out, []
+    return model, [
+        f"quant_pre_process failed ({errors[-1][:300]}); quantized the model without "
+        "pre-processing."
+    ]

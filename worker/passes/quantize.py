@@ -36,7 +36,12 @@ from app.passes.quantize import (
     chosen_op_types,
     spec_problem,
 )
-from worker.calibration import calibration_reader, preprocess
+from worker.calibration import (
+    PER_CHANNEL_MIN_OPSET,
+    calibration_reader,
+    preprocess,
+    upgrade_opset,
+)
 from worker.cpu import cpu_info, int8_choice
 from worker.passes.base import Pass, PassContext, PassResult
 
@@ -187,13 +192,15 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
         config.calibration_dataset_id, config.calibration_samples
     )
     reader = calibration_reader(arrays, ctx.inputs, config.calibration_dataset_id)
-    model_path, warnings = preprocess(ctx.input_path, ctx.work_dir)
+    minimum = PER_CHANNEL_MIN_OPSET if config.per_channel else 0
+    upgraded, opset_metrics = upgrade_opset(ctx.input_path, ctx.work_dir, minimum)
+    model_path, warnings = preprocess(upgraded, ctx.work_dir)
     source = onnx.load(str(model_path), load_external_data=False)
     candidates = _weight_nodes(source, set(chosen_op_types(config, excluded=False)))
     out = ctx.work_dir / "quantized.onnx"
     _quantize_static(model_path, out, reader, config, reduce_range)
-    if model_path != ctx.input_path:
-        model_path.unlink()  # the step's output is the one quantized file
+    for scratch in {model_path, upgraded} - {ctx.input_path}:
+        scratch.unlink()  # the step's output is the one quantized file
     result = onnx.load(str(out), load_external_data=False)
     metrics = _metrics(config, source, result, candidates)
     metrics.update(
@@ -204,8 +211,9 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
         op_types=chosen_op_types(config),
         activation_type="uint8",
         weight_type=config.weight_type,
-        preprocessed=model_path != ctx.input_path,
+        preprocessed=model_path != upgraded,
         **range_metrics,
+        **opset_metrics,
     )
     warnings += [*range_warnings, *_unknown_nodes(config, source)]
     if reader.samples < SMALL_CALIBRATION:
