@@ -12,6 +12,7 @@ Only numpy here: ONNX Runtime recognises a calibration reader by its `get_next` 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,19 @@ class CalibrationReader:
 
     def __len__(self) -> int:
         return -(-self.samples // self.batch)
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        """Every batch from the first (ONNX Runtime's GPTQ iterates a copy of the reader)."""
+        self.rewind()
+        return iter(self.get_next, None)
+
+    def rewind(self) -> None:
+        """Start again from the first batch."""
+        self._batches = iter(range(len(self)))
 
     def set_range(self, start_index: int, end_index: int) -> None:
         """Iterate over batches `[start_index, end_index)` (ONNX Runtime's strided calibration)."""

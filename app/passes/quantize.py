@@ -26,6 +26,7 @@ OpType = Literal[
 ALLOWED_OP_TYPES = {
     "dynamic": frozenset({"MatMul", "Gemm", "Attention", "LSTM", "Gather", "Conv"}),
     "static": frozenset(get_args(OpType)) - {"Attention", "LSTM"},
+    "weight_only": frozenset({"MatMul", "Gather"}),  # ONNX Runtime's MatMulNBits quantizer
 }
 
 
@@ -35,24 +36,28 @@ DEFAULT_OP_TYPES: dict[str, tuple[str, ...]] = {
         "Conv", "MatMul", "Gemm", "Add", "Relu", "Clip", "MaxPool", "AveragePool",
         "GlobalAveragePool", "Concat",
     ),
+    "weight_only": ("MatMul", "Gather"),
 }  # fmt: skip
 
 
 STATIC_ONLY = ("calibration", "calibration_samples", "format")  # besides the dataset id
+WEIGHT_ONLY = ("bits", "block_size", "algorithm", "symmetric", "accuracy_level")
 
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 class QuantizeConfig(PassConfig):
-    """Quantize weights (dynamic) or weights and activations (static) to int8."""
+    """Quantize weights (dynamic, weight_only) or weights and activations (static)."""
 
     op: Literal["quantize"] = Field(description="Quantization.")
-    mode: Literal["dynamic", "static"] = Field(
+    mode: Literal["dynamic", "static", "weight_only"] = Field(
         "dynamic",
         description="`dynamic`: int8 weights, activations quantized on the fly at run time. "
         "`static`: int8 weights and activations, activation ranges calibrated on a dataset "
-        "(the mode for convolutional networks).",
+        "(the mode for convolutional networks). `weight_only`: 4- or 8-bit block-quantized "
+        "MatMul weights (and 4-bit embedding tables), float activations, through ONNX Runtime's "
+        "MatMulNBits (for transformers and LLMs; the result runs in ONNX Runtime only).",
     )
     per_channel: bool = Field(
         True, description="One scale per output channel (more faithful than per-tensor)."
@@ -97,6 +102,27 @@ class QuantizeConfig(PassConfig):
         description="`static` only: `qdq` (QuantizeLinear/DequantizeLinear around float ops, "
         "fused by ONNX Runtime; portable) or `qoperator` (QLinearConv, QLinearMatMul ...).",
     )
+    bits: Literal[4, 8] = Field(4, description="`weight_only` only: bits per weight.")
+    block_size: int = Field(
+        32,
+        ge=16,
+        le=256,
+        description="`weight_only` only: weights per scale (a power of two, 16 to 256).",
+    )
+    algorithm: Literal["rtn", "hqq", "gptq"] = Field(
+        "rtn",
+        description="`weight_only` only: `rtn` (round to nearest, blockwise), `hqq` "
+        "(half-quadratic optimization of scales and zero points, MatMul only), `gptq` "
+        "(error-compensating, calibrated on `calibration_dataset_id`, MatMul only).",
+    )
+    symmetric: bool = Field(
+        False, description="`weight_only` only: symmetric blocks (no zero point)."
+    )
+    accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
+        None,
+        description="`weight_only` only: the precision MatMulNBits computes in (ONNX Runtime: 0 "
+        "unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations); default: ONNX Runtime's.",
+    )
     reduce_range: bool | None = Field(
         None,
         description="Quantize weights to 7 bits. Default (null): chosen from the worker's CPU: on "
@@ -113,22 +139,46 @@ def chosen_op_types(config: QuantizeConfig, *, excluded: bool = True) -> list[st
     return [t for t in chosen if not (excluded and t in config.exclude_op_types)]
 
 
+def _given(config: QuantizeConfig, keys: tuple[str, ...]) -> list[str]:
+    # Compared with the defaults, not `model_fields_set`: a stored spec has every field.
+    fields = QuantizeConfig.model_fields
+    return [k for k in keys if getattr(config, k) != fields[k].default]
+
+
+def _needs_calibration(config: QuantizeConfig) -> bool:
+    return config.mode == "static" or (config.mode == "weight_only" and config.algorithm == "gptq")
+
+
+def _mode_problem(config: QuantizeConfig) -> str | None:
+    """A field given to a mode that does not take it, or a dataset a mode needs and lacks."""
+    if _needs_calibration(config) and config.calibration_dataset_id is None:
+        what = "`mode: static`" if config.mode == "static" else "`algorithm: gptq`"
+        return (
+            f"{what} needs `calibration_dataset_id`: an uploaded .npz whose arrays bind to the "
+            "model's inputs, on which it is calibrated."
+        )
+    static_given = _given(config, STATIC_ONLY) if config.mode != "static" else []
+    if config.calibration_dataset_id is not None and not _needs_calibration(config):
+        static_given.insert(0, "calibration_dataset_id")
+    if static_given:
+        listed = ", ".join(f"`{k}`" for k in static_given)
+        return (
+            f"Only `mode: static` takes {listed}; {config.mode} quantization needs no calibration."
+        )
+    weight_given = _given(config, WEIGHT_ONLY) if config.mode != "weight_only" else []
+    if weight_given:
+        listed = ", ".join(f"`{k}`" for k in weight_given)
+        return f"Only `mode: weight_only` takes {listed}."
+    if config.block_size & (config.block_size - 1):
+        return f"`block_size` must be a power of two; got {config.block_size}."
+    return None
+
+
 def spec_problem(config: QuantizeConfig) -> str | None:
     """What makes a config unrunnable, or None."""
-    if config.mode == "static" and config.calibration_dataset_id is None:
-        return (
-            "`mode: static` needs `calibration_dataset_id`: an uploaded .npz whose arrays bind "
-            "to the model's inputs, on which activation ranges are calibrated."
-        )
-    if config.mode == "dynamic":
-        # Compared with the defaults, not `model_fields_set`: a stored spec has every field.
-        fields = QuantizeConfig.model_fields
-        given = [k for k in STATIC_ONLY if getattr(config, k) != fields[k].default]
-        if config.calibration_dataset_id is not None:
-            given.insert(0, "calibration_dataset_id")
-        if given:
-            names = ", ".join(f"`{k}`" for k in given)
-            return f"Only `mode: static` takes {names}; dynamic quantization needs no calibration."
+    problem = _mode_problem(config)
+    if problem is not None:
+        return problem
     refused = sorted(set(chosen_op_types(config, excluded=False)) - ALLOWED_OP_TYPES[config.mode])
     if refused:
         return f"`mode: {config.mode}` cannot quantize op types {refused}."
@@ -139,12 +189,13 @@ def spec_problem(config: QuantizeConfig) -> str | None:
 
 class QuantizeTechnique(Technique[QuantizeConfig]):
     name = "quantize"
-    version = "1.1"
+    version = "1.2"
     config_cls = QuantizeConfig
     input_formats = ("onnx",)
     summary = (
-        "int8 quantization with ONNX Runtime: dynamic (weights) or static (weights and "
-        "activations, calibrated on a dataset); defaults that avoid known regressions."
+        "Quantization with ONNX Runtime: int8 dynamic (weights) or static (weights and "
+        "activations, calibrated on a dataset), or 4/8-bit weight-only (MatMulNBits); defaults "
+        "that avoid known regressions and follow the worker's CPU."
     )
 
     def check(self, config: QuantizeConfig, model: ModelInfo, pointer: str) -> None:

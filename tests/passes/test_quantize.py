@@ -42,3 +42,32 @@ def test_check_accepts_static_with_calibration_dataset() -> None:
     config = QuantizeConfig(op="quantize", mode="static", calibration_dataset_id="cal")
 
     QuantizeTechnique().check(config, ModelInfo("onnx"), "/steps/0")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"mode": "dynamic", "bits": 8}, "Only `mode: weight_only` takes `bits`"),
+        ({"mode": "static", "calibration_dataset_id": "c", "algorithm": "hqq"}, "`algorithm`"),
+        ({"mode": "weight_only", "calibration": "entropy"}, "Only `mode: static` takes"),
+        ({"mode": "weight_only", "calibration_dataset_id": "c"}, "needs no calibration"),
+        ({"mode": "weight_only", "algorithm": "gptq"}, "`algorithm: gptq` needs"),
+        ({"mode": "weight_only", "block_size": 48}, "power of two"),
+        ({"mode": "weight_only", "op_types": ["Conv"]}, "cannot quantize op types ['Conv']"),
+    ],
+)
+def test_check_refuses_fields_of_another_mode(fields: dict[str, object], message: str) -> None:
+    config = QuantizeConfig(op="quantize", **fields)
+
+    with pytest.raises(SpecInvalid) as refused:
+        QuantizeTechnique().check(config, ModelInfo("onnx"), "/steps/0")
+
+    assert message in refused.value.detail
+
+
+def test_check_accepts_gptq_with_calibration_data() -> None:
+    config = QuantizeConfig(
+        op="quantize", mode="weight_only", algorithm="gptq", calibration_dataset_id="c"
+    )
+
+    QuantizeTechnique().check(config, ModelInfo("onnx"), "/steps/0")

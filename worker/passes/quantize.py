@@ -44,6 +44,7 @@ from worker.calibration import (
 )
 from worker.cpu import cpu_info, int8_choice
 from worker.passes.base import Pass, PassContext, PassResult
+from worker.precision.nbits import quantize_nbits
 
 SMALL_CALIBRATION = 32
 
@@ -130,7 +131,30 @@ class QuantizePass(Pass[QuantizeConfig]):
             raise JobFailure("spec_invalid", problem)
         if config.mode == "static":
             return _run_static(ctx, config)
+        if config.mode == "weight_only":
+            return _run_weight_only(ctx, config)
         return _run_dynamic(ctx, config)
+
+
+def _run_weight_only(ctx: PassContext, config: QuantizeConfig) -> PassResult:
+    reader = None
+    if config.algorithm == "gptq":
+        assert config.calibration_dataset_id is not None  # spec_problem refuses it missing
+        arrays, _labels = ctx.tools.dataset_inputs(
+            config.calibration_dataset_id, config.calibration_samples
+        )
+        reader = calibration_reader(arrays, ctx.inputs, config.calibration_dataset_id)
+    out = ctx.work_dir / "quantized.onnx"
+    metrics, warnings = quantize_nbits(ctx.input_path, out, config, reader)
+    source = onnx.load(str(ctx.input_path), load_external_data=False)
+    warnings += _unknown_nodes(config, source)
+    metrics |= {
+        "size_bytes_before": ctx.input_path.stat().st_size,
+        "size_bytes_after": out.stat().st_size,
+    }
+    if not metrics["nodes_quantized"]:
+        warnings.append("No MatMul or Gather weight was quantized.")
+    return PassResult(out, "onnx", metrics, warnings)
 
 
 def _reduce_range(config: QuantizeConfig) -> tuple[bool, dict[str, Any], list[str]]:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import onnx
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.errors import JobFailure
@@ -25,6 +26,7 @@ from worker.report.build import COLLAPSE_FLOOR, NOT_RECOMMENDED, comparison, ver
 log = logging.getLogger(__name__)
 STEPS = TypeAdapter(list[StepConfig])
 MAX_CANDIDATE_ARTIFACT_BYTES = 256 * 1024 * 1024
+WEIGHT_ONLY_MIN_ELEMENTS = 1_000_000  # a threshold, not a measurement: smaller models get int8 only
 
 
 def candidate_specs(job: JobRun) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -39,6 +41,8 @@ def candidate_specs(job: JobRun) -> list[tuple[str, list[dict[str, Any]]]]:
     ]
     if "convert" in names:
         out.append(("fp16", [{"op": "convert", "precision": "fp16"}]))
+    if job.fmt == "onnx" and _matmul_weight_elements(job.source) >= WEIGHT_ONLY_MIN_ELEMENTS:
+        out.append(("int4-weight-only", [{"op": "quantize", "mode": "weight_only"}]))
     if cal:
         static = {"op": "quantize", "mode": "static", "calibration_dataset_id": cal}
         out.append(("int8-static", [static]))
@@ -56,6 +60,22 @@ def candidate_specs(job: JobRun) -> list[tuple[str, list[dict[str, Any]]]]:
                     )
                 )
     return out
+
+
+def _matmul_weight_elements(path: Path) -> int:
+    """Float weights read by MatMul and Gather nodes: where weight-only quantization can pay."""
+    model = onnx.load(str(path), load_external_data=False)
+    floats = {
+        t.name: math.prod(t.dims)
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT
+    }
+    read = {
+        n.input[0 if n.op_type == "Gather" else 1]
+        for n in model.graph.node
+        if n.op_type in ("MatMul", "Gather") and len(n.input) > 1
+    }
+    return sum(floats.get(name, 0) for name in read)
 
 
 def _score(record: dict[str, Any], objective: str) -> float:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from app.core.errors import JobFailure
 from app.jobs.schemas import Constraints
+from worker.pipeline import auto
 from worker.pipeline.auto import _choose
 
 
@@ -123,3 +128,31 @@ def test_when_every_candidate_is_slower_or_broken_the_original_is_kept() -> None
     assert best["steps"] == [] and best["records"] == []
     assert (best["path"], best["format"]) == ("/scratch/input/model.onnx", "onnx")
     assert "the original model is returned unchanged" in why
+
+
+def _graph_job(tmp_path: Path, rows: int) -> Any:
+    weight = numpy_helper.from_array(np.zeros((rows, 8), dtype=np.float32), "w")
+    node = helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 8])],
+        [weight],
+    )
+    path = tmp_path / f"mm{rows}.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    spec = SimpleNamespace(calibration_dataset_id=None)
+    return SimpleNamespace(spec=spec, source=path, fmt="onnx")
+
+
+def test_weight_only_int4_is_a_candidate_for_large_matmul_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auto, "WEIGHT_ONLY_MIN_ELEMENTS", 1024)
+
+    large = dict(auto.candidate_specs(_graph_job(tmp_path, 256)))
+    small = dict(auto.candidate_specs(_graph_job(tmp_path, 64)))
+
+    assert large["int4-weight-only"] == [{"op": "quantize", "mode": "weight_only"}]
+    assert "int4-weight-only" not in small

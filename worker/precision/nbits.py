@@ -1,0 +1,132 @@
+"""4- and 8-bit weight-only quantization through ONNX Runtime's MatMulNBits quantizer: MatMul
+weights become MatMulNBits (block-quantized, float activations) and, at 4 bits with `rtn`, embedding
+tables become GatherBlockQuantized. Both are ONNX Runtime contrib ops.
+
+`rtn` is ONNX Runtime's default blockwise quantizer (round to nearest, in C++); `hqq` and `gptq`
+are its HQQ and GPTQ configurations. HQQ writes float zero points, which GatherBlockQuantized
+cannot take, and the GPTQ and 8-bit paths quantize MatMul only: embeddings then stay float.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import onnx
+from onnx import numpy_helper
+from onnxruntime.quantization import CalibrationDataReader
+from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+
+from app.core.errors import JobFailure
+from app.passes.quantize import QuantizeConfig, chosen_op_types
+
+QUANTIZED_OPS = ("MatMulNBits", "GatherBlockQuantized")
+QUANT_AXES = (("MatMul", 0), ("Gather", 1))
+CONTRIB_WARNING = (
+    "Weight-only quantization writes ONNX Runtime contrib ops (MatMulNBits, "
+    "GatherBlockQuantized): the model runs in ONNX Runtime only."
+)
+
+
+def op_types(config: QuantizeConfig) -> tuple[list[str], list[str]]:
+    """The op types this algorithm and width can quantize, and warnings for those it cannot."""
+    chosen = chosen_op_types(config)
+    if "Gather" in chosen and (config.bits != 4 or config.algorithm != "rtn"):
+        why = "8 bits" if config.bits != 4 else f"`algorithm: {config.algorithm}`"
+        chosen.remove("Gather")
+        return chosen, [f"Embedding tables (Gather) stay float: with {why} ONNX Runtime "
+                        "quantizes MatMul weights only."]  # fmt: skip
+    return chosen, []
+
+
+def _algo_config(
+    config: QuantizeConfig, ops: tuple[str, ...], reader: CalibrationDataReader | None
+) -> Any:
+    if config.algorithm == "hqq":
+        return nbits.HQQWeightOnlyQuantConfig(
+            block_size=config.block_size, bits=config.bits, op_types_to_quantize=ops
+        )
+    if config.algorithm == "gptq":
+        return nbits.GPTQWeightOnlyQuantConfig(
+            calibration_data_reader=reader, block_size=config.block_size, op_types_to_quantize=ops
+        )
+    return nbits.DefaultWeightOnlyQuantConfig(
+        block_size=config.block_size,
+        is_symmetric=config.symmetric,
+        accuracy_level=config.accuracy_level,
+        op_types_to_quantize=ops,
+        quant_axes=QUANT_AXES,
+        bits=config.bits,
+    )
+
+
+def quantize_nbits(
+    source: Path, out: Path, config: QuantizeConfig, reader: CalibrationDataReader | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Write the weight-only quantized model to `out`; its metrics and warnings.
+
+    Raises:
+        JobFailure: ONNX Runtime's quantizer refused the model.
+    """
+    ops, warnings = op_types(config)
+    model = onnx.load(str(source), load_external_data=False)
+    before = _weights(model, set(ops))
+    quantizer = nbits.MatMulNBitsQuantizer(
+        model,
+        bits=config.bits,
+        block_size=config.block_size,
+        is_symmetric=config.symmetric,
+        accuracy_level=config.accuracy_level,
+        nodes_to_exclude=list(config.exclude_nodes),
+        op_types_to_quantize=tuple(ops),
+        quant_axes=QUANT_AXES,
+        algo_config=_algo_config(config, tuple(ops), reader),
+    )
+    try:
+        quantizer.process()
+    except Exception as exc:  # its errors are asserts and ValueErrors on graph forms it lacks
+        raise JobFailure(
+            "quantization_failed", f"Weight-only quantization failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
+    return _metrics(config, before, onnx.load(str(out))), [*warnings, CONTRIB_WARNING]
+
+
+def _weights(model: Any, ops: set[str]) -> dict[str, int]:
+    """Nodes of `ops` whose weight is a float initializer: name -> element count."""
+    inits = {t.name: t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    found = {}
+    for node in model.graph.node:
+        weight = node.input[0 if node.op_type == "Gather" else 1] if len(node.input) > 1 else ""
+        if node.op_type in ops and weight in inits:
+            found[node.name] = int(numpy_helper.to_array(inits[weight]).size)
+    return found
+
+
+def _metrics(config: QuantizeConfig, before: dict[str, int], result: Any) -> dict[str, Any]:
+    quantized = [n for n in result.graph.node if n.op_type in QUANTIZED_OPS]
+    inputs = {name for n in quantized for name in n.input}  # packed weights, scales, zeros
+    stored = sum(
+        len(t.raw_data) or numpy_helper.to_array(t).nbytes
+        for t in result.graph.initializer
+        if t.name in inputs
+    )
+    left = set(_weights(result, {"MatMul", "Gather"}))
+    kept = sorted(set(before) & left)
+    elements = sum(v for k, v in before.items() if k not in left)
+    return {
+        "mode": "weight_only",
+        "bits": config.bits,
+        "block_size": config.block_size,
+        "algorithm": config.algorithm,
+        "symmetric": config.symmetric,
+        "accuracy_level": config.accuracy_level,
+        "nodes_quantized": len(quantized),
+        "nodes_kept_float": len(kept),
+        "float_nodes": kept[:500],
+        "weights_quantized": elements,
+        # Measured from the file: packed weights plus their scales and zero points, per weight.
+        "bits_per_weight": round(8 * stored / elements, 4) if elements else None,
+        "op_types_after": dict(Counter(n.op_type for n in result.graph.node)),
+    }
