@@ -84,7 +84,13 @@ def _report(
             "interleaved": True,
             "inputs": job.tools.specs,
         },
-        "verdict": verdict(job.spec.constraints, comp, measured["optimized"], measured["accuracy"]),
+        "verdict": verdict(
+            job.spec.constraints,
+            comp,
+            measured["optimized"],
+            measured["accuracy"],
+            measured["fidelity"],
+        ),
         **extra,
     }
     report["verdict"]["notes"] = (
