@@ -32,7 +32,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from app.core.errors import JobFailure
-from worker.onnx_to_torch import shape_ops  # noqa: F401  (registers the shape ops)
+from worker.onnx_to_torch import resize_ops, shape_ops  # noqa: F401  (they register their ops)
 from worker.onnx_to_torch.ops import (
     CHECKS,
     FROZEN_SLOTS,

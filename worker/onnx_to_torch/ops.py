@@ -284,9 +284,39 @@ def _conv(node: Node, x: list[Any]) -> Any:
 
 
 def _check_conv_transpose(node: Node) -> str | None:
-    if node.attr("output_shape") is not None or node.attr("auto_pad", "NOTSET") != "NOTSET":
-        return "ConvTranspose with output_shape or auto_pad"
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        return f"ConvTranspose auto_pad {auto_pad}"
     return None
+
+
+def _transpose_pads(node: Node, inp: Any, weight: Any, out_pad: list[int]) -> list[int]:
+    """ONNX's pads of a ConvTranspose: given, or derived from `output_shape` / `auto_pad` (the
+    spec's total_padding equations, as ONNX Runtime splits them)."""
+    n = weight.dim() - 2
+    auto_pad, shape = node.attr("auto_pad", "NOTSET"), node.attr("output_shape")
+    if auto_pad == "VALID":
+        return [0] * (2 * n)
+    if shape is None and auto_pad == "NOTSET":
+        return list(node.attr("pads") or [0] * (2 * n))
+    strides = list(node.attr("strides") or [1] * n)
+    dilations = list(node.attr("dilations") or [1] * n)
+    heads, tails = [], []
+    for i in range(n):
+        size = inp.shape[2 + i]
+        full = strides[i] * (size - 1) + out_pad[i] + (weight.shape[2 + i] - 1) * dilations[i] + 1
+        want = list(shape)[-n:][i] if shape is not None else size * strides[i]
+        total = full - want
+        if total < 0:
+            raise JobFailure(
+                "unsupported_op",
+                f"ConvTranspose {node.name}: output_shape {want} exceeds the full output {full}.",
+            )
+        half = total // 2
+        head, tail = (half, total - half) if auto_pad == "SAME_UPPER" else (total - half, half)
+        heads.append(head)
+        tails.append(tail)
+    return heads + tails
 
 
 @op("ConvTranspose", check=_check_conv_transpose)
@@ -296,7 +326,7 @@ def _conv_transpose(node: Node, x: list[Any]) -> Any:
     strides = list(node.attr("strides") or [1] * n)
     dilations = list(node.attr("dilations") or [1] * n)
     out_pad = list(node.attr("output_padding") or [0] * n)
-    pads = list(node.attr("pads") or [0] * (2 * n))
+    pads = _transpose_pads(node, inp, weight, out_pad)
     conv = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[n - 1]
     y = conv(inp, weight, bias, strides, 0, out_pad, node.attr("group", 1), dilations)
     for axis in range(n):  # ONNX pads crop the full output, possibly asymmetrically
