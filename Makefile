@@ -31,8 +31,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Measures and rewrites docs/bench/bench.json and BENCHMARKS.md (a few minutes);
+# `make bench BENCH_ARGS=--render` only re-renders BENCHMARKS.md from docs/bench/*.json.
 bench: $(STAMP)
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 migrate: $(STAMP)
 	$(BIN)/modelpress migrate

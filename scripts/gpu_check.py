@@ -133,6 +133,46 @@ def main() -> None:
         }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
+    save_results(out, summary)
+
+
+def save_results(out: Path, summary: dict) -> None:
+    """Save the summary, with when, where and how it was measured, as docs/bench/gpu.json."""
+    # BENCHMARKS.md's GPU section is rendered from that file (scripts/bench.py --render). It goes
+    # to OUT_DIR/gpu.json too: where the checkout is a throwaway copy, OUT_DIR is what comes back.
+    # Imported here: only this function needs them (the rest of the script is the check itself).
+    import datetime
+    import subprocess
+
+    report = json.loads((out / "report-cuda.json").read_text())
+    env = report["environment"]
+    try:
+        query = ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]
+        driver = subprocess.run(query, capture_output=True, text=True, timeout=30, check=True)
+        driver_version = driver.stdout.split()[0] if driver.stdout.split() else None
+    except (OSError, subprocess.SubprocessError):
+        driver_version = None  # the driver version is context, not a measurement: go on
+    machine = {k: env.get(k) for k in ("gpu", "gpu_memory_bytes", "cpu_model", "cores")}
+    doc = {
+        "schema": 1,
+        "source": {
+            "script": "scripts/gpu_check.py",
+            "command": " ".join(["python", "scripts/gpu_check.py", *sys.argv[1:]]),
+            "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
+            "machine": {**machine, "driver": driver_version},
+            "pipeline": f"{run_pipeline.__module__}.{run_pipeline.__name__}",
+        },
+        "job": {
+            "dataset": "scikit-learn's digits",
+            "steps": [s["config"] for s in report["steps"] if not s.get("implicit")],
+            "benchmark": {k: report["benchmark"][k] for k in ("batch_sizes", "iterations")},
+        },
+        "runs": summary,
+    }
+    text = json.dumps(doc, indent=1) + "\n"
+    for path in (out / "gpu.json", Path(__file__).resolve().parent.parent / "docs/bench/gpu.json"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,50 @@
+"""BENCHMARKS.md from saved measurements: one `make bench` run and the saved GPU check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchlib.render_gpu import gpu_section
+from benchlib.render_seed import seed_section, service_section
+from benchlib.render_transformer import section as transformer_section
+
+
+def render(results: dict[str, Any], gpu: dict[str, Any] | None) -> str:
+    """The whole of BENCHMARKS.md: every figure comes from `results` or from `gpu`."""
+    parts = [
+        ["# Benchmarks", "", header(results)],
+        transformer_section(results["transformer"]),
+        seed_section(results["seed_network"]),
+        service_section(results["api_reads_ms"], results["upload_memory"]),
+        gpu_section(gpu),
+    ]
+    return "\n\n".join("\n".join(p) for p in parts) + "\n"
+
+
+def header(results: dict[str, Any]) -> str:
+    """Where and how the numbers were measured, and how to measure them again."""
+    env = results["transformer"]["service"]["report"]["environment"]
+    run = results["run"]
+    libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items())
+    return (
+        "Written by `make bench` (`scripts/bench.py`) from saved measurements. Every section but "
+        f"the last was measured by `{run['command']}` in one run of {run['wall_s'] / 60:.0f} min "
+        f"on {run['date']}{_load(run)}, saved in `docs/bench/bench.json`, on this machine kind: "
+        f"{env['cpu_model']}, {env['cores']} cores (flags {', '.join(env['cpu_flags'])}); {libs}. "
+        "Latencies are medians (p50) of interleaved runs; every ratio compares numbers from the "
+        "same run. `make bench` measures again and rewrites this file; "
+        "`python scripts/bench.py --render` rewrites it from `docs/bench/*.json` alone."
+    )
+
+
+def _load(run: dict[str, Any]) -> str:
+    """How busy the machine was when the run started (other work distorts latencies)."""
+    load = run.get("load_average_1min_before")
+    return "" if load is None else f" (1-minute load average {load:.2f} as it started)"
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    """A saved measurement file, or None where there is none."""
+    return json.loads(path.read_text()) if path.exists() else None
