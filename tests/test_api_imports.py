@@ -1,4 +1,4 @@
-"""The API process never imports torch, onnx or onnxruntime (PRODUCT.md, Architecture), nor any
+"""The API process never imports torch, onnx or onnxruntime (docs/product.md, "Architecture"), nor any
 worker code: `app` reaches `worker` only through app.worker_seam, for the worker commands."""
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ _PENDING = "modelpress_pending_messages"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """The Celery settings both the publisher and the worker use (RELIABILITY.md §3)."""
+    """The Celery settings both the publisher and the worker use (docs/reliability.md §3.3)."""
     hard = settings.sandbox_wall_seconds + 120
     return {
         "broker_url": settings.broker_url,

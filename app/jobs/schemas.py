@@ -1,4 +1,4 @@
-"""The job spec (PRODUCT.md "Job spec") and the job's public shape."""
+"""The job spec (docs/product.md, "Job spec") and the job's public shape."""
 
 from __future__ import annotations
 

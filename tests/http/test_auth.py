@@ -91,7 +91,7 @@ def a_objects(
     ],
 )
 def test_v1_without_key_is_401_problem(auth_client: Any, method: str, path: str) -> None:
-    """API-01: every `/v1` call needs a key (PRODUCT.md, REST API v1)."""
+    """API-01: every `/v1` call needs a key (docs/product.md, "REST API v1")."""
     response = auth_client.request(method, path)
 
     assert_problem(response, 401, "unauthorized")

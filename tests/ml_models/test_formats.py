@@ -1,7 +1,7 @@
 """`detect_format` on real torch/ONNX artifacts and on hostile files generated at test time.
 
 Every code-execution payload only touches a per-test canary path; each test that builds one
-asserts the canary does not exist after the check ran (RELIABILITY.md §1.3).
+asserts the canary does not exist after the check ran (docs/reliability.md §1.3).
 """
 
 from __future__ import annotations

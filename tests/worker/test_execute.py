@@ -596,7 +596,7 @@ def test_reaper_leaves_a_live_job_alone(url: str, settings: Settings, tenant: st
 def test_reaper_cancels_an_expired_job_whose_cancel_was_requested(
     url: str, settings: Settings, tenant: str
 ) -> None:
-    """RELIABILITY 3.3: a job flagged for cancel whose worker died ends `cancelled`.
+    """docs/reliability.md §3.3: a job flagged for cancel whose worker died ends `cancelled`.
 
     Requeued instead, it could never be claimed again (claims skip cancel-requested jobs).
     """

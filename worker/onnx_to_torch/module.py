@@ -1,7 +1,7 @@
 """Our own ONNX -> PyTorch conversion, for passes that train an uploaded model (distill).
 
 onnx2torch and onnx2pytorch import torchvision, which does not install beside our torch
-(FIELD-NOTES.md), so this module interprets the ONNX graph itself. `OnnxModule` holds the float
+(docs/field-notes.md), so this module interprets the ONNX graph itself. `OnnxModule` holds the float
 initializers as trainable `nn.Parameter`s (same values, same dtypes) and every other initializer
 or Constant as a buffer, and its `forward` runs the nodes in graph order with torch functional ops,
 eagerly: shape arithmetic (Shape -> Gather -> Concat -> Reshape) runs on small int64 tensors and

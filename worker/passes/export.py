@@ -1,10 +1,11 @@
 """`export`: convert between ONNX, TorchScript and `.pt2`, validated numerically.
 
-Which exporter works depends on the input (FIELD-NOTES.md, torch 2.13): a `.pt2` program goes to
-ONNX through the dynamo exporter (it keeps the program's dynamic axes); a TorchScript module only
-through the TorchScript-based exporter (dynamo fails on a ScriptModule), with a dynamic batch
-axis on every input and output. Every export is checked against the original at two batch sizes;
-an export that drifts (e.g. a shape baked in at trace time) fails the step with the measured error.
+Which exporter works depends on the input (docs/field-notes.md, "Export", torch 2.13): a `.pt2`
+program goes to ONNX through the dynamo exporter (it keeps the program's dynamic axes); a
+TorchScript module only through the TorchScript-based exporter (dynamo fails on a ScriptModule),
+with a dynamic batch axis on every input and output. Every export is checked against the original at
+two batch sizes; an export that drifts (e.g. a shape baked in at trace time) fails the step with the
+measured error.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ FUSION_WARNING = (
 
 NO_FUSION_WARNING = (
     "The transformer optimizer fused nothing: the graph does not match its patterns (dynamo "
-    "exports and SDPA attention often do not; FIELD-NOTES.md)."
+    "exports and SDPA attention often do not; docs/field-notes.md)."
 )
 
 

@@ -11,8 +11,8 @@ computes the head width at run time, among them). `channel` removes the least im
 `ratio` of each group (L1 norm of the producer weights by default, as torch-pruning does);
 `neuron` removes the units that are dead on a calibration dataset.
 
-Defaults come from measurement (FIELD-NOTES.md): the kept channels are rounded up to a multiple
-of `round_to=8` (odd channel counts gave no speed-up, multiples of 8 did), and accuracy
+Defaults come from measurement (docs/field-notes.md, "CNNs"): the kept channels are rounded up to a
+multiple of `round_to=8` (odd channel counts gave no speed-up, multiples of 8 did), and accuracy
 collapses right after channel pruning and needs recovery (`distill`). Every result is checked:
 the ONNX checker and strict shape inference, a run in ONNX Runtime with output shapes
 unchanged, and equality with the original model whose removed channels are zeroed at their

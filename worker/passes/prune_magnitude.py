@@ -6,8 +6,9 @@ first (ties broken by position), over all chosen weights at once (`global`) or t
 (`layer`). An initializer is left alone when any node outside the chosen set reads it (an
 excluded node, a tied embedding table, a graph input that can override it).
 
-Measured (FIELD-NOTES.md, tests/passes/test_prune_magnitude.py): dense kernels do not skip zeros,
-so latency does not change; only the compressed size shrinks (zlib, since zeros compress).
+Measured (docs/field-notes.md "CNNs", tests/worker/passes/test_prune_magnitude.py): dense kernels do
+not skip zeros, so latency does not change; only the compressed size shrinks (zlib, since zeros
+compress).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`quantize`: int8 quantization of ONNX models with ONNX Runtime.
 
-Defaults are measured on this AVX-512 VNNI CPU (FIELD-NOTES.md, BENCHMARKS.md). Both modes:
+Defaults are measured on this AVX-512 VNNI CPU (docs/field-notes.md, BENCHMARKS.md). Both modes:
 per-channel int8 weights (per-tensor lost up to 0.16 cosine on a transformer), `reduce_range`
 chosen from the CPU (worker/cpu.py: on without VNNI, where the kernels saturate; off with it,
 where it only costs fidelity), MatMuls only where the second input is a weight. `dynamic`: only

@@ -119,9 +119,9 @@ def verdict(
     accuracy: dict[str, Any] | None,
     fidelity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Met or not, one reason per check: the user's constraints and the guard (PRODUCT.md:
-    slower beyond the noise band while `fail_if_slower`, the default, or a collapsed output
-    without a fidelity constraint of the user's)."""
+    """Met or not, one reason per check: the user's constraints and the guard (docs/product.md,
+    "Contract additions": slower beyond the noise band while `fail_if_slower`, the default, or a
+    collapsed output without a fidelity constraint of the user's)."""
     c = constraints or Constraints()
     judge, notes = _Judge(), []
     slower, within = _speed(comp)

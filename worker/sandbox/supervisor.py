@@ -40,7 +40,7 @@ class Outcome:
 
 def child_env(settings: Settings, scratch: Path, device: str = "cpu") -> dict[str, str]:
     """The child's whole environment. A CUDA job gets no address-space cap: the CUDA driver
-    reserves virtual memory far beyond what it uses (RELIABILITY.md §5.1); cap it by cgroup."""
+    reserves virtual memory far beyond what it uses (docs/reliability.md §5.1); cap it by cgroup."""
     threads = str(settings.sandbox_threads or os.cpu_count() or 1)
     env = {k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ}
     env.update(
