@@ -108,6 +108,16 @@ class Accuracy(_Open):
     batch_size: int
 
 
+class SensitivityRow(_Open):
+    node: str
+    op_type: str
+    error: float | None = Field(
+        description="Drop of the worst output's cosine_mean with this node alone quantized; "
+        "null when the time budget left it unmeasured."
+    )
+    time_share: float = Field(description="Its share of the float model's node time.")
+
+
 class StepRecord(_Open):
     op: str
     implicit: bool = Field(False, description="A conversion ModelPress inserted before a step.")
@@ -118,6 +128,9 @@ class StepRecord(_Open):
     output_format: str
     metrics: dict[str, Any] = Field(description="What the step did, measured.")
     warnings: list[str]
+    sensitivity: list[SensitivityRow] | None = Field(
+        None, description="`quantize` with `sensitivity` or `keep_float: auto`: per node."
+    )
 
 
 class Environment(_Open):

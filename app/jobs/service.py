@@ -57,7 +57,20 @@ def _check_spec(session: Session, settings: Settings, tenant_id: str, spec: JobC
     if spec.steps is not None:
         info = ModelInfo(model.format, model.inputs or [], model.outputs or [])
         check_chain(list(spec.steps), info)
+        _check_mixed_precision(spec)
     return model
+
+
+def _check_mixed_precision(spec: JobCreate) -> None:
+    """`keep_float: auto` meets the job's `min_cosine`: a step that asks for it needs one."""
+    for index, step in enumerate(spec.steps or []):
+        wants = getattr(step, "keep_float", None) == "auto"
+        if wants and (spec.constraints is None or spec.constraints.min_cosine is None):
+            raise SpecInvalid(
+                "`keep_float: auto` keeps the fewest nodes float that meet the job's "
+                "`constraints.min_cosine`: give one (e.g. 0.995).",
+                pointer=f"/steps/{index}/keep_float",
+            )
 
 
 def create_job(

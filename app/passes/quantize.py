@@ -123,6 +123,23 @@ class QuantizeConfig(PassConfig):
         description="`weight_only` only: the precision MatMulNBits computes in (ONNX Runtime: 0 "
         "unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations); default: ONNX Runtime's.",
     )
+    sensitivity: bool = Field(
+        False,
+        description="Measure each quantizable node's sensitivity on the step's inputs (the "
+        "calibration data, else inputs synthesized from the signature): the drop in the worst "
+        "output's `cosine_mean` when that node alone is quantized, and its share of the float "
+        "model's time. Reported as the step's `sensitivity`, most sensitive first. Costs one "
+        "quantization and one run per node, bounded by `sensitivity_budget_s`.",
+    )
+    keep_float: Literal["auto"] | None = Field(
+        None,
+        description="`auto`: keep in float the fewest, most sensitive nodes such that the "
+        "quantized model's worst `cosine_mean` meets the job's `constraints.min_cosine` on the "
+        "step's inputs (required with it); implies `sensitivity`. `dynamic` and `static` modes.",
+    )
+    sensitivity_budget_s: float = Field(
+        300, gt=0, le=3600, description="Time for the per-node measurements; the rest unmeasured."
+    )
     reduce_range: bool | None = Field(
         None,
         description="Quantize weights to 7 bits. Default (null): chosen from the worker's CPU: on "
@@ -169,6 +186,8 @@ def _mode_problem(config: QuantizeConfig) -> str | None:
     if weight_given:
         listed = ", ".join(f"`{k}`" for k in weight_given)
         return f"Only `mode: weight_only` takes {listed}."
+    if config.mode == "weight_only" and (config.sensitivity or config.keep_float):
+        return "`sensitivity` and `keep_float` apply to `dynamic` and `static` modes."
     if config.block_size & (config.block_size - 1):
         return f"`block_size` must be a power of two; got {config.block_size}."
     return None

@@ -124,6 +124,28 @@ def test_missing_model_is_spec_invalid(client: Any) -> None:
     assert body["pointer"] == "/model_id"
 
 
+def test_keep_float_auto_without_min_cosine_is_spec_invalid(client: Any, model_id: str) -> None:
+    spec = _spec(model_id, steps=[{"op": "quantize", "keep_float": "auto"}])
+
+    response = client.post("/v1/jobs", json=spec)
+
+    body = assert_problem(response, 422, "spec_invalid")
+    assert body["pointer"] == "/steps/0/keep_float"
+    assert "min_cosine" in body["detail"]
+
+
+def test_keep_float_auto_with_min_cosine_is_queued(client: Any, model_id: str) -> None:
+    spec = _spec(
+        model_id,
+        steps=[{"op": "quantize", "keep_float": "auto"}],
+        constraints={"min_cosine": 0.995},
+    )
+
+    response = client.post("/v1/jobs", json=spec)
+
+    assert response.status_code == 202, response.text
+
+
 def test_unknown_evaluation_dataset_is_spec_invalid(client: Any, model_id: str) -> None:
     spec = _spec(model_id, evaluation={"dataset_id": str(uuid.uuid4())})
 

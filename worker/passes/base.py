@@ -56,6 +56,7 @@ class PassContext:
     datasets: dict[str, Path] = field(default_factory=dict)
     original_path: Path | None = None
     original_format: str | None = None
+    target_cosine: float | None = None  # the job's constraints.min_cosine, for mixed precision
 
 
 @dataclass
@@ -66,6 +67,7 @@ class PassResult:
     output_format: str
     metrics: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    sensitivity: list[dict[str, Any]] | None = None  # steps[i].sensitivity, most sensitive first
 
 
 class Pass(ABC, Generic[ConfigT]):

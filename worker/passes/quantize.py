@@ -14,6 +14,7 @@ Concat), which keep activations int8 between convolutions (0.46x -> 0.33x float 
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,12 @@ from worker.calibration import (
 from worker.cpu import cpu_info, int8_choice
 from worker.passes.base import Pass, PassContext, PassResult
 from worker.precision.nbits import quantize_nbits
+from worker.sensitivity import Quantize, mixed_precision
 
 SMALL_CALIBRATION = 32
 
 
+SENSITIVITY_BATCH = 8  # synthesized samples the dynamic mode's sensitivity is measured on
 SATURATION_WARNING = (
     "`reduce_range: false` on a CPU without VNNI: ONNX Runtime's u8s8 int8 kernels saturate "
     "here, so this model's outputs may be wrong; the report's fidelity rows measure it."
@@ -176,27 +179,85 @@ def _reduce_range(config: QuantizeConfig) -> tuple[bool, dict[str, Any], list[st
     return chosen, metrics, warnings
 
 
+def _dynamic(ctx: PassContext, config: QuantizeConfig, reduce_range: bool) -> Quantize:
+    """Dynamic int8 of the step's input with its settings, into `out`, of the nodes given."""
+    candidates = _weight_nodes(
+        onnx.load(str(ctx.input_path), load_external_data=False),
+        set(chosen_op_types(config, excluded=False)),
+    )
+
+    def renamed(names: list[str]) -> list[str]:
+        # A Gemm is rewritten as `<name>_MatMul` + Add: name it both ways.
+        return [*names, *(n + GEMM_SUFFIX for n in names if candidates.get(n) == "Gemm")]
+
+    def quantize(out: Path, include: list[str] | None, exclude: list[str]) -> None:
+        quantize_dynamic(
+            str(ctx.input_path),
+            str(out),
+            op_types_to_quantize=chosen_op_types(config),
+            per_channel=config.per_channel,
+            reduce_range=reduce_range,
+            weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
+            nodes_to_quantize=None if include is None else renamed(include),
+            nodes_to_exclude=renamed([*config.exclude_nodes, *exclude]),
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+
+    return quantize
+
+
+def _mixed(
+    ctx: PassContext,
+    config: QuantizeConfig,
+    model: Path,
+    candidates: dict[str, str],
+    quantize: Quantize,
+    feeds: dict[str, Any],
+) -> tuple[list[str], dict[str, Any], list[dict[str, Any]] | None, list[str]]:
+    """Sensitivity and `keep_float: auto` when asked: (kept float, metrics, rows, warnings)."""
+    if not (config.sensitivity or config.keep_float):
+        return [], {}, None, []
+    target = None
+    if config.keep_float == "auto":
+        if ctx.target_cosine is None:
+            raise JobFailure("spec_invalid", "`keep_float: auto` needs `constraints.min_cosine`.")
+        target = ctx.target_cosine
+    nodes = {n: t for n, t in candidates.items() if n not in config.exclude_nodes}
+    work = ctx.work_dir / "sensitivity"
+    try:
+        return mixed_precision(
+            model,
+            nodes,
+            quantize,
+            feeds,
+            threads=ctx.threads,
+            work=work,
+            budget_s=config.sensitivity_budget_s,
+            target=target,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _example_feeds(ctx: PassContext) -> dict[str, Any]:
+    first = ctx.inputs[0]["shape"] if ctx.inputs and ctx.inputs[0]["shape"] else [None]
+    return ctx.tools.example_inputs(first[0] if isinstance(first[0], int) else SENSITIVITY_BATCH)
+
+
 def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     reduce_range, range_metrics, range_warnings = _reduce_range(config)
     source = onnx.load(str(ctx.input_path), load_external_data=False)
     op_types = chosen_op_types(config)
     candidates = _weight_nodes(source, set(chosen_op_types(config, excluded=False)))
-    excluded_gemms = [n for n in config.exclude_nodes if candidates.get(n) == "Gemm"]
-    out = ctx.work_dir / "quantized.onnx"
-    quantize_dynamic(
-        str(ctx.input_path),
-        str(out),
-        op_types_to_quantize=op_types,
-        per_channel=config.per_channel,
-        reduce_range=reduce_range,
-        weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
-        # The excluded Gemms under the name they get once rewritten as MatMul + Add.
-        nodes_to_exclude=[*config.exclude_nodes, *(n + GEMM_SUFFIX for n in excluded_gemms)],
-        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+    quantize = _dynamic(ctx, config, reduce_range)
+    kept, mixed, rows, mixed_warnings = _mixed(
+        ctx, config, ctx.input_path, candidates, quantize, _example_feeds(ctx)
     )
+    out = ctx.work_dir / "quantized.onnx"
+    quantize(out, None, kept)
     result = onnx.load(str(out), load_external_data=False)
-    metrics = {**_metrics(config, source, result, candidates), **range_metrics}
-    warnings = [*range_warnings, *_unknown_nodes(config, source)]
+    metrics = {**_metrics(config, source, result, candidates), **range_metrics, **mixed}
+    warnings = [*range_warnings, *mixed_warnings, *_unknown_nodes(config, source)]
     if "Conv" in op_types and "Conv" in candidates.values():
         warnings.append(CONV_WARNING)
     convs = set(_weight_nodes(result, {"Conv"}))
@@ -206,7 +267,7 @@ def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
         warnings.append(
             "No node was quantized: the model has no weight-bearing node of the chosen types."
         )
-    return PassResult(out, "onnx", metrics, warnings)
+    return PassResult(out, "onnx", metrics, warnings, rows)
 
 
 def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
@@ -221,8 +282,16 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     model_path, warnings = preprocess(upgraded, ctx.work_dir)
     source = onnx.load(str(model_path), load_external_data=False)
     candidates = _weight_nodes(source, set(chosen_op_types(config, excluded=False)))
+
+    def quantize(path: Path, include: list[str] | None, exclude: list[str]) -> None:
+        reader.rewind()
+        _quantize_static(model_path, path, reader, config, reduce_range, include, exclude)
+
+    reader.rewind()
+    first = reader.get_next() or {}  # the first calibration batch: the sensitivity inputs
+    kept, mixed, rows, mixed_warnings = _mixed(ctx, config, model_path, candidates, quantize, first)
     out = ctx.work_dir / "quantized.onnx"
-    _quantize_static(model_path, out, reader, config, reduce_range)
+    quantize(out, None, kept)
     for scratch in {model_path, upgraded} - {ctx.input_path}:
         scratch.unlink()  # the step's output is the one quantized file
     result = onnx.load(str(out), load_external_data=False)
@@ -238,8 +307,9 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
         preprocessed=model_path != upgraded,
         **range_metrics,
         **opset_metrics,
+        **mixed,
     )
-    warnings += [*range_warnings, *_unknown_nodes(config, source)]
+    warnings += [*range_warnings, *mixed_warnings, *_unknown_nodes(config, source)]
     if reader.samples < SMALL_CALIBRATION:
         warnings.append(
             f"Calibrated on {reader.samples} samples: activation ranges from fewer than "
@@ -247,11 +317,17 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
         )
     if not metrics["nodes_quantized"]:
         warnings.append("No weight-bearing node of the chosen op types was quantized.")
-    return PassResult(out, "onnx", metrics, warnings)
+    return PassResult(out, "onnx", metrics, warnings, rows)
 
 
 def _quantize_static(
-    model: Path, out: Path, reader: Any, config: QuantizeConfig, reduce_range: bool
+    model: Path,
+    out: Path,
+    reader: Any,
+    config: QuantizeConfig,
+    reduce_range: bool,
+    include: list[str] | None = None,
+    exclude: tuple[str, ...] | list[str] = (),
 ) -> None:
     quantize_static(
         str(model),
@@ -263,7 +339,8 @@ def _quantize_static(
         reduce_range=reduce_range,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8 if config.weight_type == "int8" else QuantType.QUInt8,
-        nodes_to_exclude=list(config.exclude_nodes),
+        nodes_to_quantize=include,
+        nodes_to_exclude=[*config.exclude_nodes, *exclude],
         calibrate_method=CalibrationMethod[METHODS[config.calibration]],
         extra_options={
             "MatMulConstBOnly": True,

@@ -89,6 +89,7 @@ def run_steps(
             device=job.spec.device,
             original_path=job.source,
             original_format=job.fmt,
+            target_cosine=job.spec.constraints.min_cosine if job.spec.constraints else None,
         )
         started = time.perf_counter()
         result = pass_.run(ctx, item.config)
@@ -104,6 +105,7 @@ def run_steps(
                 "output_format": result.output_format,
                 "metrics": result.metrics,
                 "warnings": result.warnings,
+                **({"sensitivity": result.sensitivity} if result.sensitivity is not None else {}),
             }
         )
         current, current_fmt = result.output_path, result.output_format

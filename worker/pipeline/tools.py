@@ -37,6 +37,7 @@ class WorkerTools:
         device: str = "cpu",
         original_path: Path | None = None,
         original_format: str | None = None,
+        target_cosine: float | None = None,
     ) -> PassContext:
         """The context a pass runs in, lent these tools, inputs, threads and datasets."""
         return PassContext(
@@ -51,6 +52,7 @@ class WorkerTools:
             datasets=self.datasets,
             original_path=original_path,
             original_format=original_format,
+            target_cosine=target_cosine,
         )
 
     def dataset_inputs(

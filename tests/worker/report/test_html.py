@@ -172,3 +172,19 @@ def test_unmet_verdict_is_shown_with_its_reasons(full_report: dict[str, Any]) ->
 
     assert "Targets not met" in page
     assert "p50 latency 1.1x &gt; 0.8x" in page
+
+
+def test_sensitivity_is_drawn_most_sensitive_first(full_report: dict[str, Any]) -> None:
+    rows = [
+        {"node": "down<script>", "op_type": "MatMul", "error": 0.5, "time_share": 0.2},
+        {"node": "up", "op_type": "MatMul", "error": 0.01, "time_share": 0.7},
+        {"node": "head", "op_type": "MatMul", "error": None, "time_share": 0.1},
+    ]
+    full_report["steps"][0]["sensitivity"] = rows
+
+    page = render_html(Report.model_validate(full_report))
+
+    assert "Layer sensitivity (step 1" in page
+    assert page.index("down&lt;script&gt;") < page.index(">up<")
+    assert 'style="width:200px"' in page and 'style="width:4px"' in page
+    assert "<script>" not in page

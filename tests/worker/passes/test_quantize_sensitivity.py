@@ -1,0 +1,116 @@
+"""Layer sensitivity and `keep_float: auto` on a network with one deliberately fragile layer: its
+input carries an activation outlier (as the FFN down-projections of transformers do after GELU),
+so dynamic int8's per-tensor activation scale wipes out every other feature there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from app.passes.quantize import QuantizeConfig
+from worker.passes.quantize import QuantizePass
+from worker.pipeline.tools import onnx_context
+
+
+def _fragile(path: Path) -> Path:
+    """x -> up (one output column x1000) -> Relu -> down (that row ~0) -> head: `down` reads the
+    outlier, which contributes nothing in float but sets its int8 activation scale."""
+    rng = np.random.default_rng(0)
+    up = rng.normal(size=(32, 64)).astype(np.float32) * 0.2
+    up[:, 5] *= 1000.0
+    down = rng.normal(size=(64, 64)).astype(np.float32) * 0.2
+    down[5, :] = 1e-6
+    head = rng.normal(size=(64, 10)).astype(np.float32) * 0.2
+    inits = [
+        numpy_helper.from_array(a, n) for n, a in (("w_up", up), ("w_down", down), ("w_head", head))
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w_up"], ["u"], name="up"),
+        helper.make_node("Relu", ["u"], ["r"], name="relu"),
+        helper.make_node("MatMul", ["r", "w_down"], ["d"], name="down"),
+        helper.make_node("Relu", ["d"], ["e"], name="relu2"),
+        helper.make_node("MatMul", ["e", "w_head"], ["y"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fragile",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fragile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _fragile(tmp_path_factory.mktemp("fragile") / "fragile.onnx")
+
+
+def _worst_cosine(a: Path, b: Path) -> float:
+    x = np.random.default_rng(7).normal(size=(64, 32)).astype(np.float32)
+    ref, got = (ort.InferenceSession(str(p)).run(None, {"x": x})[0] for p in (a, b))
+    with np.errstate(invalid="ignore"):
+        cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    return float(np.nan_to_num(cos, nan=0.0).mean())  # an all-zero output agrees with nothing
+
+
+def test_sensitivity_ranks_the_fragile_layer_first(fragile: Path, tmp_path: Path) -> None:
+    result = QuantizePass().run(
+        onnx_context(fragile, tmp_path), QuantizeConfig(op="quantize", sensitivity=True)
+    )
+
+    rows = result.sensitivity
+    assert rows is not None and rows[0]["node"] == "down"
+    assert {r["node"] for r in rows} == {"up", "down", "head"}
+    assert rows[0]["error"] > 10 * max(r["error"] for r in rows[1:])
+    assert all(0 <= r["time_share"] <= 1 for r in rows)
+    assert result.metrics["nodes_quantized"] == 3  # sensitivity alone changes nothing
+
+
+def test_keep_float_auto_meets_the_target_with_fewer_float_nodes(
+    fragile: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "all").mkdir()
+    (tmp_path / "auto").mkdir()
+    everything = QuantizePass().run(
+        onnx_context(fragile, tmp_path / "all"), QuantizeConfig(op="quantize")
+    )
+    ctx = onnx_context(fragile, tmp_path / "auto")
+    ctx.target_cosine = 0.99
+
+    auto = QuantizePass().run(ctx, QuantizeConfig(op="quantize", keep_float="auto"))
+
+    chosen = auto.metrics["keep_float"]
+    assert _worst_cosine(fragile, everything.output_path) < 0.99  # all int8 misses the target
+    assert chosen["kept_float"] == ["down"]  # 1 of 3, not all float
+    assert chosen["cosine_mean"] >= 0.99
+    assert auto.metrics["float_nodes"] == ["down"] and auto.metrics["nodes_quantized"] == 2
+    assert _worst_cosine(fragile, auto.output_path) >= 0.99  # on inputs it never saw
+
+
+def test_static_mode_measures_sensitivity_on_the_calibration_data(
+    fragile: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "cal.npz"
+    np.savez(data, x=np.random.default_rng(3).normal(size=(64, 32)).astype(np.float32))
+    (tmp_path / "w").mkdir()
+    ctx = onnx_context(fragile, tmp_path / "w", datasets={"cal": data})
+    ctx.target_cosine = 0.99
+    config = QuantizeConfig(
+        op="quantize", mode="static", calibration_dataset_id="cal", keep_float="auto"
+    )
+
+    result = QuantizePass().run(ctx, config)
+
+    assert result.sensitivity is not None
+    assert result.metrics["sensitivity_samples"] == 16  # the first calibration batch
+    assert result.metrics["keep_float"]["cosine_mean"] >= 0.99
+    assert len(result.metrics["keep_float"]["kept_float"]) < 3
