@@ -7,7 +7,10 @@ float model's node time in ONNX Runtime's profiler on those inputs.
 
 Mixed precision (`keep_float: auto`): nodes ordered most sensitive first, the fewest kept float
 such that the quantized model meets the target cosine, found by bisection over that order (each
-probe a real quantization, measured); all float is the original, which always meets it.
+probe a real quantization, measured); all float is the original, which always meets it. Then each
+op type still quantized is kept float in turn and both models are timed interleaved on the same
+inputs: an op type whose int8 form measured slower than float in this model, on this machine, by
+more than `SPEED_MARGIN`, stays float (keeping a node float never lowers fidelity).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from worker.measure.benchmark import compare_outputs
+from worker.measure.benchmark import compare_outputs, measure_latency
 from worker.ort import session as ort_session
 
 Quantize = Callable[[Path, list[str] | None, list[str]], None]  # (out, include, exclude)
+SPEED_MARGIN = 0.05  # float must be this much faster: smaller differences are noise here
+SPEED_ITERATIONS = 20
 
 
 def outputs(path: Path, feeds: dict[str, np.ndarray], threads: int) -> list[np.ndarray]:
@@ -177,6 +182,8 @@ def mixed_precision(
     if target is not None:
         order = [r["node"] for r in rows]
         kept, cosine, probes = fewest_float(order, quantize, evaluate, target, work)
+        timed = slower_op_types(nodes, kept, quantize, feeds, threads, work)
+        for_speed = sorted(n for n, t in nodes.items() if n not in kept and timed[t]["slower"])
         metrics["keep_float"] = {
             "mode": "auto",
             "target_cosine": target,
@@ -184,5 +191,53 @@ def mixed_precision(
             "cosine_mean": cosine,
             "candidates": len(order),
             "probes": probes,
+            "op_type_timing": timed,
+            "kept_float_for_speed": for_speed,
         }
+        kept = [*kept, *for_speed]
     return kept, metrics, rows, warnings
+
+
+def _runner(path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], object]:
+    opened = ort_session(path, threads)
+
+    def run(feeds: dict[str, np.ndarray]) -> object:
+        return opened.run(None, feeds)
+
+    return run
+
+
+def slower_op_types(
+    nodes: dict[str, str],
+    kept: list[str],
+    quantize: Quantize,
+    feeds: dict[str, np.ndarray],
+    threads: int,
+    work: Path,
+) -> dict[str, dict[str, Any]]:
+    """Per op type still quantized: p50 of the chosen model and of it with that type kept float,
+    timed interleaved, and whether int8 was slower beyond `SPEED_MARGIN`."""
+    chosen = work / "chosen.onnx"
+    quantize(chosen, None, kept)
+    results: dict[str, dict[str, Any]] = {}
+    for op_type in sorted({t for n, t in nodes.items() if n not in kept}):
+        variant = work / f"float-{op_type}.onnx"
+        quantize(variant, None, [*kept, *(n for n, t in nodes.items() if t == op_type)])
+        runners = {
+            k: ort_session(p, threads).run for k, p in (("int8", chosen), ("float", variant))
+        }
+        stats = measure_latency(
+            {k: (lambda f, run=run: run(None, f)) for k, run in runners.items()},
+            feeds,
+            iterations=SPEED_ITERATIONS,
+            time_budget_s=10.0,
+        )
+        int8, float_ = stats["int8"]["p50"], stats["float"]["p50"]
+        results[op_type] = {
+            "int8_p50_ms": round(int8, 4),
+            "float_p50_ms": round(float_, 4),
+            "slower": float_ < int8 * (1 - SPEED_MARGIN),
+        }
+        variant.unlink()
+    chosen.unlink()
+    return results

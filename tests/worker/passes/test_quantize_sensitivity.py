@@ -5,6 +5,7 @@ so dynamic int8's per-tensor activation scale wipes out every other feature ther
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -13,6 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from app.passes.quantize import QuantizeConfig
+from worker import sensitivity
 from worker.passes.quantize import QuantizePass
 from worker.pipeline.tools import onnx_context
 
@@ -90,10 +92,38 @@ def test_keep_float_auto_meets_the_target_with_fewer_float_nodes(
 
     chosen = auto.metrics["keep_float"]
     assert _worst_cosine(fragile, everything.output_path) < 0.99  # all int8 misses the target
-    assert chosen["kept_float"] == ["down"]  # 1 of 3, not all float
+    assert chosen["kept_float"] == ["down"]  # for fidelity: 1 of 3, not all float
     assert chosen["cosine_mean"] >= 0.99
-    assert auto.metrics["float_nodes"] == ["down"] and auto.metrics["nodes_quantized"] == 2
+    # On top, op types whose int8 form measured slower here stay float too: never slower.
+    slower = {t for t, timed in chosen["op_type_timing"].items() if timed["slower"]}
+    assert set(chosen["kept_float_for_speed"]) == ({"up", "head"} if "MatMul" in slower else set())
+    assert auto.metrics["float_nodes"] == sorted(["down", *chosen["kept_float_for_speed"]])
     assert _worst_cosine(fragile, auto.output_path) >= 0.99  # on inputs it never saw
+
+
+@pytest.mark.parametrize(("int8_ms", "float_ms", "slower"), [(2.0, 1.0, True), (1.0, 2.0, False)])
+def test_an_op_type_measured_slower_in_int8_stays_float(
+    fragile: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    int8_ms: float,
+    float_ms: float,
+    slower: bool,
+) -> None:
+    def timed(runners: dict[str, Any], *_args: Any, **_kwargs: Any) -> dict[str, Any]:
+        return {"int8": {"p50": int8_ms}, "float": {"p50": float_ms}}
+
+    monkeypatch.setattr(sensitivity, "measure_latency", timed)
+    (tmp_path / "w").mkdir()
+    ctx = onnx_context(fragile, tmp_path / "w")
+    ctx.target_cosine = 0.99
+
+    result = QuantizePass().run(ctx, QuantizeConfig(op="quantize", keep_float="auto"))
+
+    chosen = result.metrics["keep_float"]
+    assert chosen["op_type_timing"]["MatMul"]["slower"] is slower
+    assert chosen["kept_float_for_speed"] == (["head", "up"] if slower else [])
+    assert result.metrics["nodes_quantized"] == (0 if slower else 2)
 
 
 def test_static_mode_measures_sensitivity_on_the_calibration_data(
