@@ -223,15 +223,8 @@ def slower_op_types(
     for op_type in sorted({t for n, t in nodes.items() if n not in kept}):
         variant = work / f"float-{op_type}.onnx"
         quantize(variant, None, [*kept, *(n for n, t in nodes.items() if t == op_type)])
-        runners = {
-            k: ort_session(p, threads).run for k, p in (("int8", chosen), ("float", variant))
-        }
-        stats = measure_latency(
-            {k: (lambda f, run=run: run(None, f)) for k, run in runners.items()},
-            feeds,
-            iterations=SPEED_ITERATIONS,
-            time_budget_s=10.0,
-        )
+        runners = {"int8": _runner(chosen, threads), "float": _runner(variant, threads)}
+        stats = measure_latency(runners, feeds, iterations=SPEED_ITERATIONS, time_budget_s=10.0)
         int8, float_ = stats["int8"]["p50"], stats["float"]["p50"]
         results[op_type] = {
             "int8_p50_ms": round(int8, 4),
