@@ -41,6 +41,14 @@ def candidate_specs(job: JobRun) -> list[tuple[str, list[dict[str, Any]]]]:
     ]
     if "convert" in names:
         out.append(("fp16", [{"op": "convert", "precision": "fp16"}]))
+    if job.spec.constraints is not None and job.spec.constraints.min_cosine is not None:
+        mixed = {"op": "quantize", "keep_float": "auto"}  # meets min_cosine, never slower per op
+        out.append(("int8-dynamic-mixed", [mixed]))
+        fused = {"op": "optimize", "transformer_fusions": True}
+        out.append(("fusions+int8-dynamic-mixed", [fused, mixed]))
+        if cal:
+            static_mixed = {"op": "quantize", "mode": "static", "calibration_dataset_id": cal}
+            out.append(("int8-static-mixed", [{**static_mixed, "keep_float": "auto"}]))
     if job.fmt == "onnx" and _matmul_weight_elements(job.source) >= WEIGHT_ONLY_MIN_ELEMENTS:
         out.append(("int4-weight-only", [{"op": "quantize", "mode": "weight_only"}]))
     if cal:

@@ -142,7 +142,7 @@ def _graph_job(tmp_path: Path, rows: int) -> Any:
     )
     path = tmp_path / f"mm{rows}.onnx"
     onnx.save(helper.make_model(graph), str(path))
-    spec = SimpleNamespace(calibration_dataset_id=None)
+    spec = SimpleNamespace(calibration_dataset_id=None, constraints=None)
     return SimpleNamespace(spec=spec, source=path, fmt="onnx")
 
 
@@ -156,3 +156,16 @@ def test_weight_only_int4_is_a_candidate_for_large_matmul_weights(
 
     assert large["int4-weight-only"] == [{"op": "quantize", "mode": "weight_only"}]
     assert "int4-weight-only" not in small
+
+
+def test_a_min_cosine_adds_the_mixed_precision_candidates(tmp_path: Path) -> None:
+    job = _graph_job(tmp_path, 64)
+    job.spec.constraints = Constraints(min_cosine=0.995)
+    job.spec.calibration_dataset_id = "cal"
+
+    names = dict(auto.candidate_specs(job))
+
+    assert names["int8-dynamic-mixed"] == [{"op": "quantize", "keep_float": "auto"}]
+    assert names["fusions+int8-dynamic-mixed"][0] == {"op": "optimize", "transformer_fusions": True}
+    assert names["int8-static-mixed"][0]["keep_float"] == "auto"
+    assert "int8-dynamic-mixed" not in dict(auto.candidate_specs(_graph_job(tmp_path, 32)))
