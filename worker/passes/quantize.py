@@ -15,12 +15,10 @@ Concat), which keep activations int8 between convolutions (0.46x -> 0.33x float 
 from __future__ import annotations
 
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import onnx
-from onnx import TensorProto
 from onnxruntime.quantization import (
     CalibrationMethod,
     QuantFormat,
@@ -45,6 +43,7 @@ from worker.calibration import (
 )
 from worker.cpu import cpu_info, int8_choice
 from worker.passes.base import Pass, PassContext, PassResult
+from worker.passes.quantized_nodes import GEMM_SUFFIX, node_metrics, unknown_nodes, weight_nodes
 from worker.precision.nbits import quantize_nbits
 from worker.sensitivity import Quantize, mixed_precision
 
@@ -73,58 +72,6 @@ STATIC_HINT = (
 )
 
 
-GEMM_SUFFIX = "_MatMul"  # ONNX Runtime's name for a Gemm it rewrites as MatMul + Add
-
-
-WEIGHT_INPUT = {"Gather": 0}  # which input holds the weight; 1 for the others
-
-
-def _weight_nodes(model: Any, op_types: set[str]) -> dict[str, str]:
-    """Nodes of the chosen types whose weight is a float initializer: what can be quantized
-    (shape arithmetic such as Shape -> Gather is not a candidate, nor reported as kept float)."""
-    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
-    weights = {t.name for t in model.graph.initializer if t.data_type in floats}
-    out = {}
-    for node in model.graph.node:
-        index = WEIGHT_INPUT.get(node.op_type, 1)
-        if node.op_type in op_types and len(node.input) > index and node.input[index] in weights:
-            out[node.name] = node.op_type
-    return out
-
-
-def _histogram(model: Any) -> dict[str, int]:
-    return dict(Counter(node.op_type for node in model.graph.node))
-
-
-def _unknown_nodes(config: QuantizeConfig, model: Any) -> list[str]:
-    names = {node.name for node in model.graph.node}
-    unknown = sorted(set(config.exclude_nodes) - names)
-    return [f"exclude_nodes names no node of the model: {unknown[:20]}."] if unknown else []
-
-
-def _metrics(
-    config: QuantizeConfig, source: Any, result: Any, candidates: dict[str, str]
-) -> dict[str, Any]:
-    # A node stayed float if it still reads a float weight (a quantized Gather keeps its name but
-    # reads a dequantized int8 table; a quantized Conv reads a DequantizeLinear output in QDQ, or
-    # became a QLinearConv in QOperator). The dynamic quantizer rewrites a Gemm as
-    # `<name>_MatMul` + `<name>_Add`, reading a transposed copy of the weight.
-    found = _weight_nodes(result, set(candidates.values()) | {"MatMul"})
-    renamed = {n: n.removesuffix(GEMM_SUFFIX) for n in found if n not in candidates}
-    still_float = {renamed.get(n, n) for n in found} & set(candidates)
-    quantized = sorted(set(candidates) - still_float)
-    by_type = {n for n, t in candidates.items() if t in config.exclude_op_types}
-    return {
-        "nodes_quantized": len(quantized),
-        "nodes_kept_float": len(still_float),
-        "quantized_nodes": quantized[:500],
-        "float_nodes": sorted(still_float)[:500],
-        "excluded_nodes": sorted((set(config.exclude_nodes) & set(candidates)) | by_type)[:500],
-        "op_types_before": _histogram(source),
-        "op_types_after": _histogram(result),
-    }
-
-
 class QuantizePass(Pass[QuantizeConfig]):
     technique = QuantizeTechnique()
 
@@ -150,7 +97,7 @@ def _run_weight_only(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     out = ctx.work_dir / "quantized.onnx"
     metrics, warnings = quantize_nbits(ctx.input_path, out, config, reader)
     source = onnx.load(str(ctx.input_path), load_external_data=False)
-    warnings += _unknown_nodes(config, source)
+    warnings += unknown_nodes(config, source)
     metrics |= {
         "size_bytes_before": ctx.input_path.stat().st_size,
         "size_bytes_after": out.stat().st_size,
@@ -181,7 +128,7 @@ def _reduce_range(config: QuantizeConfig) -> tuple[bool, dict[str, Any], list[st
 
 def _dynamic(ctx: PassContext, config: QuantizeConfig, reduce_range: bool) -> Quantize:
     """Dynamic int8 of the step's input with its settings, into `out`, of the nodes given."""
-    candidates = _weight_nodes(
+    candidates = weight_nodes(
         onnx.load(str(ctx.input_path), load_external_data=False),
         set(chosen_op_types(config, excluded=False)),
     )
@@ -248,7 +195,7 @@ def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     reduce_range, range_metrics, range_warnings = _reduce_range(config)
     source = onnx.load(str(ctx.input_path), load_external_data=False)
     op_types = chosen_op_types(config)
-    candidates = _weight_nodes(source, set(chosen_op_types(config, excluded=False)))
+    candidates = weight_nodes(source, set(chosen_op_types(config, excluded=False)))
     quantize = _dynamic(ctx, config, reduce_range)
     kept, mixed, rows, mixed_warnings = _mixed(
         ctx, config, ctx.input_path, candidates, quantize, _example_feeds(ctx)
@@ -256,11 +203,11 @@ def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     out = ctx.work_dir / "quantized.onnx"
     quantize(out, None, kept)
     result = onnx.load(str(out), load_external_data=False)
-    metrics = {**_metrics(config, source, result, candidates), **range_metrics, **mixed}
-    warnings = [*range_warnings, *mixed_warnings, *_unknown_nodes(config, source)]
+    metrics = {**node_metrics(config, source, result, candidates), **range_metrics, **mixed}
+    warnings = [*range_warnings, *mixed_warnings, *unknown_nodes(config, source)]
     if "Conv" in op_types and "Conv" in candidates.values():
         warnings.append(CONV_WARNING)
-    convs = set(_weight_nodes(result, {"Conv"}))
+    convs = set(weight_nodes(result, {"Conv"}))
     if convs:
         warnings.append(STATIC_HINT.format(count=len(convs)))
     if not metrics["nodes_quantized"]:
@@ -281,7 +228,7 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     upgraded, opset_metrics = upgrade_opset(ctx.input_path, ctx.work_dir, minimum)
     model_path, warnings = preprocess(upgraded, ctx.work_dir)
     source = onnx.load(str(model_path), load_external_data=False)
-    candidates = _weight_nodes(source, set(chosen_op_types(config, excluded=False)))
+    candidates = weight_nodes(source, set(chosen_op_types(config, excluded=False)))
 
     def quantize(path: Path, include: list[str] | None, exclude: list[str]) -> None:
         reader.rewind()
@@ -295,7 +242,7 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     for scratch in {model_path, upgraded} - {ctx.input_path}:
         scratch.unlink()  # the step's output is the one quantized file
     result = onnx.load(str(out), load_external_data=False)
-    metrics = _metrics(config, source, result, candidates)
+    metrics = node_metrics(config, source, result, candidates)
     metrics.update(
         calibration=config.calibration,
         calibration_samples=reader.samples,
@@ -309,7 +256,7 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
         **opset_metrics,
         **mixed,
     )
-    warnings += [*range_warnings, *mixed_warnings, *_unknown_nodes(config, source)]
+    warnings += [*range_warnings, *mixed_warnings, *unknown_nodes(config, source)]
     if reader.samples < SMALL_CALIBRATION:
         warnings.append(
             f"Calibrated on {reader.samples} samples: activation ranges from fewer than "
