@@ -2,6 +2,10 @@
 
 SQLite always runs; Postgres runs where TEST_DATABASE_URL points at one (CI sets it), and the
 database-backed tests then run on both. Each test starts from empty tables.
+
+This module imports no model library (torch, onnx, onnxruntime) at import time, so that the
+API-side tests collect and run without them (tests/test_conftest_imports.py checks it): the
+network fixtures import torch and tests/networks.py inside their bodies.
 """
 
 from __future__ import annotations
@@ -9,15 +13,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
 from sqlalchemy import text
 
 from app.core.config import get_settings
 from app.db.base import Base
 from app.db.migrate import upgrade_head
 from app.db.session import get_engine
+
+if TYPE_CHECKING:
+    import torch
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -97,8 +104,11 @@ def client(env: dict[str, str]) -> Iterator[object]:
 # ---------------------------------------------------------------- tiny real networks
 
 
-def _export(module: object, args: tuple, path: Path, names: list[str], dynamic: dict) -> Path:
-    """Export with the dynamo exporter (the TorchScript one bakes attention shapes in)."""
+def _export(
+    module: torch.nn.Module, args: tuple, path: Path, names: list[str], dynamic: dict
+) -> Path:
+    """Export with the dynamo exporter (the TorchScript one bakes attention shapes in): `names`
+    name the ONNX inputs, `dynamic` gives the dynamic axes by forward argument name."""
     import torch
 
     shapes = {
@@ -119,75 +129,88 @@ def _export(module: object, args: tuple, path: Path, names: list[str], dynamic: 
 
 
 @pytest.fixture(scope="session")
-def mlp_module() -> object:
+def mlp_module() -> torch.nn.Module:
+    """A seeded 32 -> 64 -> 10 MLP in eval mode."""
     import torch
+    from networks import Mlp
 
     torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Linear(32, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)
-    ).eval()
+    return Mlp(32, 64, 10).eval()
 
 
 @pytest.fixture(scope="session")
-def mlp_onnx(tmp_path_factory: pytest.TempPathFactory, mlp_module: object) -> Path:
+def mlp_onnx(tmp_path_factory: pytest.TempPathFactory, mlp_module: torch.nn.Module) -> Path:
     """A 32 -> 64 -> 10 MLP with a dynamic batch axis."""
     import torch
 
     path = tmp_path_factory.mktemp("models") / "mlp.onnx"
-    return _export(mlp_module, (torch.randn(2, 32),), path, ["input"], {"input": {0: "batch"}})
+    return _export(mlp_module, (torch.randn(2, 32),), path, ["input"], {"x": {0: "batch"}})
 
 
-class Cnn(torch.nn.Module):
-    """A small CNN with batch-norm and a residual block, 3x16x16 inputs, 5 classes."""
+@pytest.fixture(scope="session")
+def dead_neuron_mlp_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 32 -> 64 -> 10 MLP of `mlp_onnx` with 16 of its 64 hidden neurons dead on any input
+    (weights 0, bias -1 behind the ReLU): what `prune` `method: neuron` must remove."""
+    import torch
+    from networks import Mlp, kill_neurons
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(8)
-        self.block = torch.nn.Conv2d(8, 8, 3, padding=1)
-        self.head = torch.nn.Linear(8, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn(self.stem(x)))
-        y = torch.relu(y + self.block(y))
-        return self.head(y.mean((2, 3)))
+    torch.manual_seed(0)
+    module = Mlp(32, 64, 10).eval()
+    kill_neurons(module.linear(0), range(0, 64, 4))
+    path = tmp_path_factory.mktemp("models") / "dead-mlp.onnx"
+    return _export(module, (torch.randn(2, 32),), path, ["input"], {"x": {0: "batch"}})
 
 
 @pytest.fixture(scope="session")
 def cnn_module() -> torch.nn.Module:
-    """The CNN, seeded, with non-trivial batch-norm statistics, in eval mode."""
+    """The CNN (networks.Cnn), seeded, with non-trivial batch-norm statistics, in eval mode."""
+    import torch
+    from networks import Cnn, running_statistics
+
     torch.manual_seed(0)
-    model = Cnn()
-    model.bn.running_mean.uniform_(-0.5, 0.5)
-    model.bn.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return running_statistics(Cnn()).eval()
 
 
 @pytest.fixture(scope="session")
 def cnn_onnx(tmp_path_factory: pytest.TempPathFactory, cnn_module: torch.nn.Module) -> Path:
     """The CNN exported to ONNX with a dynamic batch axis."""
+    import torch
+
     path = tmp_path_factory.mktemp("models") / "cnn.onnx"
     return _export(cnn_module, (torch.randn(2, 3, 16, 16),), path, ["x"], {"x": {0: "batch"}})
+
+
+@pytest.fixture(scope="session")
+def unfolded_cnn_onnx(
+    tmp_path_factory: pytest.TempPathFactory, cnn_module: torch.nn.Module
+) -> Path:
+    """The CNN exported by the TorchScript exporter without constant folding: BatchNormalization
+    and a Constant stay in the graph, what ONNX Runtime's basic optimizations fold away."""
+    import torch
+
+    path = tmp_path_factory.mktemp("models") / "cnn-unfolded.onnx"
+    torch.onnx.export(
+        cnn_module,
+        (torch.randn(2, 3, 16, 16),),
+        str(path),
+        dynamo=False,
+        do_constant_folding=False,
+        input_names=["x"],
+        output_names=["output"],
+        dynamic_axes={"x": {0: "batch"}},
+    )
+    return path
 
 
 @pytest.fixture(scope="session")
 def transformer_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer transformer encoder over token ids (vocabulary 1000), dynamic batch and length."""
     import torch
-
-    class Encoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = torch.nn.Embedding(1000, 64)
-            layer = torch.nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True)
-            self.encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-            self.head = torch.nn.Linear(64, 4)
-
-        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-            return self.head(self.encoder(self.embed(input_ids)).mean(1))
+    from networks import Encoder
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "encoder.onnx"
     ids = torch.randint(0, 1000, (2, 12))
+    module = Encoder(vocab=1000, dim=64, ffn=128).eval()  # drawn after the ids, as always
     dynamic = {"input_ids": {0: "batch", 1: "sequence"}}
-    return _export(Encoder().eval(), (ids,), path, ["input_ids"], dynamic)
+    return _export(module, (ids,), path, ["input_ids"], dynamic)

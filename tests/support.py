@@ -1,7 +1,13 @@
-"""Assertions shared by the API tests (importable: pytest puts tests/ on the path)."""
+"""Assertions shared by the tests (importable: pytest puts tests/ on the path).
+
+Imports no model library at import time (the API tests use it): numpy, onnx and onnxruntime are
+imported inside the helpers that need them.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
@@ -36,3 +42,203 @@ def first_output(path: Any, feeds: dict[str, Any]) -> Any:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, feeds)[0]
+
+
+# ---------------------------------------------------------------- measured on model files
+#
+# What a pass did, measured on the files themselves (never on the pass's own metrics), so that a
+# pass that returns its input unchanged fails them: tests/worker/passes/test_noop_guard.py runs
+# each `assert_*` below against such a no-op and expects its AssertionError.
+
+
+def sha256_of(path: Any) -> str:
+    """The file's sha256, hex."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def op_histogram(path: Any) -> Counter[str]:
+    """How many nodes of each op type the ONNX graph has."""
+    import onnx
+
+    return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
+def float_weights(path: Any) -> dict[str, Any]:
+    """The float initializers of more than one element, by name."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    arrays = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    return {k: v for k, v in arrays.items() if v.dtype.kind == "f" and v.size > 1 and np.ndim(v)}
+
+
+def parameter_count(path: Any) -> int:
+    """Elements of the float initializers: what pruning removes."""
+    return sum(int(v.size) for v in float_weights(path).values())
+
+
+def weight_shapes(path: Any) -> list[tuple[int, ...]]:
+    """The shapes of the Conv/Gemm/MatMul weight initializers, in graph order."""
+    import onnx
+
+    model = onnx.load(str(path))
+    dims = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    return [
+        dims[node.input[1]]
+        for node in model.graph.node
+        if node.op_type in ("Conv", "Gemm", "MatMul") and node.input[1] in dims
+    ]
+
+
+def weight_sparsity(path: Any) -> float:
+    """The fraction of exact zeros over the float initializers of rank 2 or more."""
+    weights = [v for v in float_weights(path).values() if v.ndim >= 2]
+    return sum(int((v == 0).sum()) for v in weights) / sum(int(v.size) for v in weights)
+
+
+def predictions(path: Any, inputs: Any) -> Any:
+    """The first output of an ONNX model whose first input is fed `inputs`."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: inputs})[0]
+
+
+def accuracy(path: Any, inputs: Any, labels: Any) -> float:
+    """Top-1 accuracy of a classifier on labelled inputs."""
+    import numpy as np
+
+    return float(np.mean(predictions(path, inputs).argmax(-1) == labels))
+
+
+def agreement(path: Any, teacher: Any, inputs: Any) -> float:
+    """How often a classifier's top-1 class is the teacher's."""
+    import numpy as np
+
+    ours, theirs = predictions(path, inputs).argmax(-1), predictions(teacher, inputs).argmax(-1)
+    return float(np.mean(ours == theirs))
+
+
+def teacher_gap(path: Any, teacher: Any, inputs: Any, temperature: float = 4.0) -> float:
+    """How far a student's first output is from the teacher's: the mean KL(teacher || student)
+    of the softened class distributions for 2-D logits (the distill objective), else the MSE."""
+    import numpy as np
+
+    student = predictions(path, inputs).astype(np.float64)
+    target = predictions(teacher, inputs).astype(np.float64)
+    if student.ndim != 2:
+        return float(np.mean((student - target) ** 2))
+
+    def log_softmax(logits: Any) -> Any:
+        scaled = logits / temperature
+        scaled = scaled - scaled.max(-1, keepdims=True)
+        return scaled - np.log(np.exp(scaled).sum(-1, keepdims=True))
+
+    ours, theirs = log_softmax(student), log_softmax(target)
+    return float(np.mean((np.exp(theirs) * (theirs - ours)).sum(-1)))
+
+
+def assert_artifact_differs(upload: Any, artifact: Any) -> None:
+    """The job's artifact is not the uploaded file byte for byte."""
+    assert sha256_of(artifact) != sha256_of(upload), "artifact is the upload, byte for byte"
+
+
+def assert_fewer_parameters(source: Any, output: Any, at_most: float = 1.0) -> None:
+    """The output has fewer parameters than `at_most` times the source's."""
+    before, after = parameter_count(source), parameter_count(output)
+    assert after < at_most * before, f"parameters not removed: {before} -> {after}"
+
+
+def assert_pruned_to(source: Any, output: Any, shapes: dict[int, tuple[int, ...]]) -> None:
+    """The weights at these positions (of `weight_shapes`) have these shapes in the output, other
+    shapes in the source, and the output has fewer parameters."""
+    before, after = weight_shapes(source), weight_shapes(output)
+    assert all(before[i] != shape for i, shape in shapes.items()), (before, shapes)
+    got = {i: after[i] for i in shapes}
+    assert got == shapes, f"units not removed: weights {got}, expected {shapes}"
+    assert_fewer_parameters(source, output)
+
+
+def assert_weights_changed(source: Any, output: Any) -> None:
+    """Every float weight of rank 2 or more (same names, shapes and dtypes) has new values."""
+    import numpy as np
+
+    before, after = float_weights(source), float_weights(output)
+    assert before.keys() == after.keys()
+    same = [k for k, v in before.items() if v.ndim >= 2 and np.array_equal(v, after[k])]
+    assert not same, f"weights unchanged by training: {same}"
+
+
+def assert_accuracy_gain(
+    student: Any, output: Any, inputs: Any, labels: Any, margin: float
+) -> None:
+    """The output's accuracy is above the student's by more than `margin`."""
+    before, after = accuracy(student, inputs, labels), accuracy(output, inputs, labels)
+    assert after > before + margin, f"accuracy did not rise by {margin}: {before} -> {after}"
+
+
+def assert_agreement_gain(
+    student: Any, output: Any, teacher: Any, inputs: Any, margin: float
+) -> None:
+    """The output agrees with the teacher more often than the student does, by over `margin`."""
+    before, after = agreement(student, teacher, inputs), agreement(output, teacher, inputs)
+    assert after > before + margin, f"agreement did not rise by {margin}: {before} -> {after}"
+
+
+def assert_closer_to_teacher(
+    student: Any, output: Any, teacher: Any, inputs: Any, by: float = 0.1
+) -> None:
+    """The output's `teacher_gap` is below the student's by more than the fraction `by`."""
+    before, after = teacher_gap(student, teacher, inputs), teacher_gap(output, teacher, inputs)
+    assert after < (1 - by) * before, f"not closer to the teacher: gap {before} -> {after}"
+
+
+def assert_graph_optimized(upload: Any, artifact: Any) -> None:
+    """The artifact's graph has fewer nodes than the upload's."""
+    before, after = op_histogram(upload), op_histogram(artifact)
+    assert sum(after.values()) < sum(before.values()), f"graph not optimized: {before} -> {after}"
+
+
+def assert_fp16_weights(upload: Any, artifact: Any) -> None:
+    """The artifact holds float16 weights where the upload has none, and is under 70% its size."""
+    import numpy as np
+
+    def halves(path: Any) -> int:
+        return sum(v.dtype == np.float16 for v in float_weights(path).values())
+
+    size = Path(artifact).stat().st_size / Path(upload).stat().st_size
+    assert (halves(upload), halves(artifact) > 0) == (0, True), "no float16 weights"
+    assert size < 0.7, f"not converted to fp16: size ratio {size:.2f}"
+
+
+def assert_sparser(upload: Any, artifact: Any, at_least: float) -> None:
+    """The artifact's weights have more than a fraction `at_least` more exact zeros than the
+    upload's."""
+    before, after = weight_sparsity(upload), weight_sparsity(artifact)
+    assert after > before + at_least, f"weights not sparsified: {before:.3f} -> {after:.3f}"
+
+
+def assert_quantized(upload: Any, artifact: Any) -> None:
+    """The artifact quantizes (QuantizeLinear, int8/uint8 initializers) where the upload did not."""
+    import onnx
+
+    def int8_initializers(path: Any) -> int:
+        kinds = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+        return sum(t.data_type in kinds for t in onnx.load(str(path)).graph.initializer)
+
+    counts = [(op_histogram(p)["QuantizeLinear"], int8_initializers(p)) for p in (upload, artifact)]
+    assert counts[0] == (0, 0), f"the upload is quantized already: {counts[0]}"
+    assert min(counts[1]) > 0, f"not quantized: (QuantizeLinear, int8 initializers) {counts[1]}"
+
+
+def assert_torchscript_archive(upload: Any, artifact: Any) -> None:
+    """The artifact is a TorchScript archive (a zip with code/ and data.pkl), not the upload."""
+    import zipfile
+
+    assert_artifact_differs(upload, artifact)
+    assert zipfile.is_zipfile(artifact), "artifact is not a TorchScript archive (not a zip)"
+    names = zipfile.ZipFile(artifact).namelist()
+    assert any("/code/" in n for n in names) and any(n.endswith("/data.pkl") for n in names), names

@@ -1,5 +1,6 @@
-"""The API process never imports torch, onnx or onnxruntime (docs/product.md, "Architecture"), nor any
-worker code: `app` reaches `worker` only through app.worker_seam, for the worker commands."""
+"""The API process never imports torch, onnx or onnxruntime (docs/product.md, "Architecture"),
+nor any worker code: `app` reaches `worker` only through app.worker_seam, for the worker
+commands."""
 
 from __future__ import annotations
 

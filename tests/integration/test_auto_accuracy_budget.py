@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from networks import Mlp, train_classifier
 from sklearn.datasets import load_digits
 
 from app.core.config import get_settings
@@ -25,22 +26,15 @@ def digits_classifier(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     data = load_digits()
     x, y = (data.data / 16.0).astype(np.float32), data.target.astype(np.int64)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xs, ys = torch.from_numpy(x[:1400]), torch.from_numpy(y[:1400])
-    for _ in range(30):
-        for i in torch.randperm(1400).split(64):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(xs[i]), ys[i]).backward()
-            optimizer.step()
+    model = train_classifier(Mlp(64, 128, 10), x[:1400], y[:1400], epochs=30, lr=3e-3)
     path = tmp_path_factory.mktemp("digits") / "mlp.onnx"
     torch.onnx.export(
-        model.eval(),
-        (xs[:2],),
+        model,
+        (torch.from_numpy(x[:2]),),
         str(path),
         input_names=["input"],
         dynamo=True,
-        dynamic_shapes={"input": {0: torch.export.Dim("batch", max=4096)}},
+        dynamic_shapes={"x": {0: torch.export.Dim("batch", max=4096)}},
         external_data=False,
     )
     return {"path": path, "train": (x[:1400], y[:1400]), "test": (x[1400:], y[1400:])}
@@ -65,7 +59,8 @@ def test_auto_meets_a_one_point_budget_measured_on_the_artifact(
         "recipe": "auto",
         "calibration_dataset_id": cal,
         "evaluation": {"dataset_id": test, "metric": "accuracy"},
-        "constraints": {"max_accuracy_drop": 0.01},
+        # The accuracy budget is under test; speed on a 2-core machine is not.
+        "constraints": {"max_accuracy_drop": 0.01, "fail_if_slower": False},
         "objective": "size",
         "benchmark": {"batch_sizes": [1, 32], "iterations": 5},
     }
@@ -90,4 +85,4 @@ def test_auto_meets_a_one_point_budget_measured_on_the_artifact(
     assert measured == report["accuracy"]["optimized"]
     assert baseline == report["accuracy"]["baseline"]
     assert baseline - measured <= 0.01
-    assert report["verdict"]["met"] is True
+    assert report["verdict"]["met"] is True, report["verdict"]

@@ -30,7 +30,9 @@ def _run(client: Any, model: Path, **spec: Any) -> dict[str, Any]:
 def test_auto_reports_every_candidate_and_returns_the_closest_when_none_qualifies(
     client: Any, transformer_onnx: Path
 ) -> None:
-    job = _run(client, transformer_onnx, constraints={"min_speedup": 1000}, benchmark=BENCH)
+    # Only the unreachable speedup is to be missed: not the guard (speed noise, random-head top-1).
+    constraints = {"min_speedup": 1000, "fail_if_slower": False, "min_cosine": 0.5}
+    job = _run(client, transformer_onnx, constraints=constraints, benchmark=BENCH)
 
     report = client.get(f"/v1/jobs/{job['id']}/report").json()
 
@@ -50,7 +52,8 @@ def test_auto_returns_a_qualifying_candidate_when_one_exists(
         client,
         transformer_onnx,
         objective="size",
-        constraints={"max_size_bytes": 10**9},
+        # Size is under test: not speed, nor the top-1 of a random-weight head (near-ties flip).
+        constraints={"max_size_bytes": 10**9, "fail_if_slower": False, "min_cosine": 0.5},
         benchmark=BENCH,
     )
 

@@ -1,6 +1,6 @@
 """PyTorch uploads end to end through the API and the embedded worker (sandbox children):
 TorchScript and .pt2 programs are inspected, exported, quantized, and the artifacts match the
-originals when loaded independently."""
+originals when loaded independently. The networks are in tests/networks.py."""
 
 from __future__ import annotations
 
@@ -11,23 +11,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from networks import Encoder, Mlp
 
 from app.core.config import get_settings
 from worker.embedded import work_once
 
 pytestmark = pytest.mark.integration
-
-
-class Encoder(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = torch.nn.Embedding(500, 32)
-        layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
-        self.encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-        self.head = torch.nn.Linear(32, 3)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(self.embed(input_ids)).mean(1))
 
 
 def _save_pt2(module: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
@@ -135,7 +124,7 @@ def test_pt2_cnn_exports_to_torchscript_that_matches(
 
 def test_pt2_transformer_quantizes_and_stays_faithful(client: Any, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    module = Encoder().eval()
+    module = Encoder(vocab=500, classes=3).eval()
     ids = torch.randint(0, 500, (2, 12))
     model = _upload(client, _save_pt2(module, ids, tmp_path / "enc.pt2"))
 
@@ -165,19 +154,10 @@ def test_export_from_torchscript_to_pt2_is_refused_at_submit(
     assert response.json()["pointer"] == "/steps/0"
 
 
-class Mlp(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1, self.fc2 = torch.nn.Linear(20, 64), torch.nn.Linear(64, 6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x)))
-
-
 @pytest.mark.parametrize("kind", ["pt2", "torchscript"])
 def test_mlp_upload_quantizes_and_matches(client: Any, tmp_path: Path, kind: str) -> None:
     torch.manual_seed(0)
-    module = Mlp().eval()
+    module = Mlp(20, 64, 6).eval()
     if kind == "pt2":
         model = _upload(client, _save_pt2(module, torch.randn(2, 20), tmp_path / "mlp.pt2"))
     else:

@@ -31,10 +31,11 @@ from app.ml_models.formats import detect_format
 def torch_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny MLP saved every way torch can save it."""
     import torch
+    from networks import tiny_linear
 
     root = tmp_path_factory.mktemp("torch-files")
     torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
+    module = tiny_linear()
     paths = {name: root / name for name in ("script.pt", "export.pt2", "full.pt", "sd.pt")}
     torch.jit.save(torch.jit.script(module), paths["script.pt"])
     torch.export.save(torch.export.export(module, (torch.randn(2, 4),)), paths["export.pt2"])

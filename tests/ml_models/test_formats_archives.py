@@ -19,10 +19,11 @@ from app.ml_models.formats import MAX_MEMBERS, detect_format
 @pytest.fixture(scope="module")
 def torch_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     import torch
+    from networks import tiny_linear
 
     root = tmp_path_factory.mktemp("torch-archives")
     torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
+    module = tiny_linear()
     paths = {"script.pt": root / "script.pt", "export.pt2": root / "export.pt2"}
     torch.jit.save(torch.jit.script(module), paths["script.pt"])
     torch.export.save(torch.export.export(module, (torch.randn(2, 4),)), paths["export.pt2"])

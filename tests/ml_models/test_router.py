@@ -15,9 +15,10 @@ from support import assert_problem
 @pytest.fixture(scope="module")
 def torchscript_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     import torch
+    from networks import tiny_linear
 
     path = tmp_path_factory.mktemp("ts") / "model.pt"
-    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
+    module = tiny_linear()
     torch.jit.save(torch.jit.script(module), path)
     return path.read_bytes()
 

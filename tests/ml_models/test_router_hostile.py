@@ -25,8 +25,9 @@ SMALL_LIMIT = 1024
 def torch_bytes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """A TorchScript archive and a pickled module (`torch.save(model)`) of the same MLP."""
     import torch
+    from networks import tiny_linear
 
-    module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
+    module = tiny_linear()
     path = tmp_path_factory.mktemp("ts") / "model.pt"
     torch.jit.save(torch.jit.script(module), path)
     pickled = io.BytesIO()

@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from networks import Bert, Encoder
+from networks import Bert, BranchCnn, Encoder, Glu, export_onnx, randomize_batch_norms
 from onnx import TensorProto, helper, numpy_helper
 
 from worker.channels.analysis import analyze
@@ -31,71 +31,12 @@ EXPORTERS = ["dynamo", "dynamo-unoptimized", "torchscript"]
 # ---------------------------------------------------------------- networks
 
 
-class Cnn(torch.nn.Module):
-    """Batch-norm, a residual block, two concatenated branches, a depthwise conv, flatten."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(16)
-        self.block = torch.nn.Conv2d(16, 16, 3, padding=1)
-        self.bn2 = torch.nn.BatchNorm2d(16)
-        self.a = torch.nn.Conv2d(16, 8, 1)
-        self.b = torch.nn.Conv2d(16, 12, 3, padding=1)
-        self.dw = torch.nn.Conv2d(20, 20, 3, padding=1, groups=20)
-        self.pw = torch.nn.Conv2d(20, 16, 1)
-        self.fc = torch.nn.Linear(16 * 4 * 4, 32)
-        self.out = torch.nn.Linear(32, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn(self.stem(x)))
-        y = torch.relu(y + self.bn2(self.block(y)))
-        y = torch.cat([self.a(y), self.b(y)], 1)
-        y = torch.relu(self.pw(torch.relu(self.dw(y))))
-        y = torch.flatten(torch.nn.functional.max_pool2d(y, 2), 1)
-        return self.out(torch.relu(self.fc(y)))
-
-
-def export(module: torch.nn.Module, args: tuple, path: Path, exporter: str, name: str) -> Path:
-    """Export with a dynamic batch axis (and sequence axis for token ids)."""
-    dims = {0: "batch"} if args[0].dtype.is_floating_point else {0: "batch", 1: "sequence"}
-    if exporter == "torchscript":
-        torch.onnx.export(
-            module, args, str(path), dynamo=False, input_names=[name], dynamic_axes={name: dims}
-        )
-        return path
-    shapes = {name: {axis: torch.export.Dim(label, max=4096) for axis, label in dims.items()}}
-    torch.onnx.export(
-        module,
-        args,
-        str(path),
-        dynamo=True,
-        dynamic_shapes=shapes,
-        external_data=False,
-        optimize=exporter == "dynamo",
-    )
-    return path
-
-
-def randomize_batch_norms(module: torch.nn.Module) -> torch.nn.Module:
-    """Non-trivial running statistics, so that batch-norm slicing mistakes show."""
-    torch.manual_seed(1)
-    for sub in module.modules():
-        if isinstance(sub, torch.nn.BatchNorm2d):
-            assert sub.running_mean is not None and sub.running_var is not None
-            sub.running_mean.uniform_(-0.5, 0.5)
-            sub.running_var.uniform_(0.5, 2.0)
-            sub.weight.data.uniform_(0.5, 1.5)
-            sub.bias.data.uniform_(-0.2, 0.2)
-    return module.eval()
-
-
 @pytest.fixture(scope="module", params=EXPORTERS)
 def cnn_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("structure") / f"cnn-{request.param}.onnx"
-    module = randomize_batch_norms(Cnn())
-    return onnx.load(str(export(module, (torch.randn(2, 3, 8, 8),), path, request.param, "x")))
+    module = randomize_batch_norms(BranchCnn(branch=12, hidden=32, block_norm=True))
+    return onnx.load(str(export_onnx(module, torch.randn(2, 3, 8, 8), path, request.param)))
 
 
 @pytest.fixture(scope="module", params=["dynamo", "torchscript"])
@@ -103,7 +44,7 @@ def encoder_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("structure") / f"encoder-{request.param}.onnx"
     ids = torch.randint(0, 100, (2, 12))
-    return onnx.load(str(export(Encoder().eval(), (ids,), path, request.param, "input_ids")))
+    return onnx.load(str(export_onnx(Encoder().eval(), ids, path, request.param)))
 
 
 @pytest.fixture(scope="module", params=["dynamo", "torchscript"])
@@ -111,7 +52,7 @@ def bert_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("structure") / f"bert-{request.param}.onnx"
     ids = torch.randint(0, 100, (2, 12))
-    return onnx.load(str(export(Bert().eval(), (ids,), path, request.param, "input_ids")))
+    return onnx.load(str(export_onnx(Bert().eval(), ids, path, request.param)))
 
 
 # ---------------------------------------------------------------- helpers
@@ -468,16 +409,7 @@ def test_split_with_sizes_edits_each_part() -> None:
 
 
 def test_equal_split_halves_go_together_as_in_a_glu(tmp_path: Path) -> None:
-    class Glu(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.up, self.down = torch.nn.Linear(16, 64), torch.nn.Linear(32, 4)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            value, gate = self.up(x).chunk(2, -1)
-            return self.down(value * torch.sigmoid(gate))
-
-    path = export(Glu().eval(), (torch.randn(2, 16),), tmp_path / "glu.onnx", "dynamo", "x")
+    path = export_onnx(Glu().eval(), torch.randn(2, 16), tmp_path / "glu.onnx")
     analysis = analyze(onnx.load(str(path)))
     (group,) = [g for g in analysis.groups if g.prunable]
 

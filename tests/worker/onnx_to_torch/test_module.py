@@ -1,7 +1,8 @@
 """Our ONNX -> PyTorch conversion against onnxruntime: real exports, single ops, gradients.
 
 Tolerance: the converted module's outputs match onnxruntime's within `ATOL` (max abs error) on
-seeded inputs at two batch sizes (measured here: below 1e-6 for every network).
+seeded inputs at two batch sizes (measured here: below 1e-6 for every network). The networks are
+in tests/networks.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from networks import CausalLm, ClassicCnn, conv_bn_net
 from onnx import TensorProto, helper, numpy_helper
 
 from app.core.errors import JobFailure
@@ -56,60 +58,6 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, dynamic: dict, **k
     return path
 
 
-class ClassicCnn(torch.nn.Module):
-    """Pools, grouped/strided/dilated convolutions and the usual activations."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 3, padding=1),
-            torch.nn.BatchNorm2d(8),
-            torch.nn.ReLU(),
-            torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(8, 16, 3, stride=2, padding=2, dilation=2, groups=2),
-            torch.nn.Hardswish(),
-            torch.nn.AvgPool2d(2),
-            torch.nn.Conv2d(16, 16, 3, padding=1, groups=16),
-            torch.nn.SiLU(),
-            torch.nn.AdaptiveAvgPool2d(1),
-            torch.nn.Flatten(),
-            torch.nn.Linear(16, 12),
-            torch.nn.GELU(),
-            torch.nn.Linear(12, 10),
-            torch.nn.LogSoftmax(-1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-
-class CausalLm(torch.nn.Module):
-    """A GPT-style block: positions from arange, a triu causal mask, masked_fill, tanh GELU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tok, self.pos = torch.nn.Embedding(50, 32), torch.nn.Embedding(64, 32)
-        self.ln, self.qkv, self.proj = (
-            torch.nn.LayerNorm(32),
-            torch.nn.Linear(32, 96),
-            torch.nn.Linear(32, 32),
-        )
-        self.ff = torch.nn.Sequential(
-            torch.nn.Linear(32, 64), torch.nn.GELU(approximate="tanh"), torch.nn.Linear(64, 32)
-        )
-        self.head = torch.nn.Linear(32, 50)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        b, t = ids.shape
-        x = self.tok(ids) + self.pos(torch.arange(t, device=ids.device))
-        q, k, v = (h.view(b, t, 4, 8).transpose(1, 2) for h in self.qkv(self.ln(x)).split(32, -1))
-        att = (q @ k.transpose(-2, -1)) / 8**0.5
-        mask = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
-        y = att.masked_fill(mask, float("-inf")).softmax(-1) @ v
-        x = x + self.proj(y.transpose(1, 2).reshape(b, t, 32))
-        return self.head(x + self.ff(x))
-
-
 @pytest.fixture(scope="module")
 def classic_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
@@ -129,12 +77,7 @@ def causal_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def batchnorm_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """TorchScript export without constant folding: BatchNormalization stays in the graph."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3),
-    )  # fmt: skip
-    model[1].running_mean.uniform_(-1, 1)
-    model[1].running_var.uniform_(0.5, 2)
+    model = conv_bn_net()
     path = tmp_path_factory.mktemp("onnx_torch") / "bn.onnx"
     torch.onnx.export(
         model.eval(), (torch.randn(2, 3, 8, 8),), str(path), dynamo=False,
@@ -570,14 +513,14 @@ def _model_with(*node_specs: tuple[str, str]) -> onnx.ModelProto:
 
 def test_unsupported_ops_are_named_at_construction():
     model = _model_with(
-        ("", "Relu"), ("", "Resize"), ("com.microsoft", "FusedGemm"), ("", "NonZero")
+        ("", "Relu"), ("", "RoiAlign"), ("com.microsoft", "FusedGemm"), ("", "NonZero")
     )
 
     with pytest.raises(JobFailure) as caught:
         OnnxModule(model)
 
     assert caught.value.code == "unsupported_op"
-    for name in ("Resize", "com.microsoft.FusedGemm", "NonZero"):
+    for name in ("RoiAlign", "com.microsoft.FusedGemm", "NonZero"):
         assert name in caught.value.detail
     assert "Relu" not in caught.value.detail
 

@@ -1,5 +1,7 @@
 """Distillation on a CNN whose graph has `Resize` and `ConvTranspose` (as mobile detectors and
-segmenters do): the student, damaged on purpose, converts, trains and gets closer to its teacher."""
+segmenters do): the student, damaged on purpose, converts, trains and gets closer to its teacher
+(measured on unseen inputs by `support.assert_closer_to_teacher`; the network is in
+tests/networks.py)."""
 
 from __future__ import annotations
 
@@ -9,26 +11,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from networks import UpsamplingCnn
 from onnx import numpy_helper
+from support import assert_closer_to_teacher
 
 from app.passes.distill import DistillConfig
 from worker.passes.distill import DistillPass
 from worker.pipeline.tools import onnx_context
-
-
-class UpsamplingCnn(torch.nn.Module):
-    """Conv down, bilinear Resize up, ConvTranspose up: an output map twice the input's size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.down = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        self.up = torch.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)
-        self.head = torch.nn.Conv2d(4, 2, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.down(x))
-        y = torch.nn.functional.interpolate(y, scale_factor=2.0, mode="bilinear")
-        return self.head(torch.relu(self.up(y)))
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +60,7 @@ def test_a_resize_conv_transpose_student_distils(
     models: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     teacher, student, data = models
+    unseen = np.random.default_rng(1).normal(size=(64, 3, 16, 16)).astype(np.float32)
     ctx = onnx_context(
         student, tmp_path, datasets={"d": data}, original_path=teacher, original_format="onnx"
     )
@@ -82,3 +72,4 @@ def test_a_resize_conv_transpose_student_distils(
     assert result.metrics["agreement_metric"] == "cosine"
     assert after["agreement"] > before["agreement"] + 0.05
     assert after["agreement"] > 0.9
+    assert_closer_to_teacher(student, result.output_path, teacher, unseen)

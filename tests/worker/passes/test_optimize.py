@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from networks import EagerBertBlock
 
 from app.passes.optimize import OptimizeConfig
 from worker.ort import load_checked
@@ -131,31 +132,11 @@ def test_output_passes_the_sandbox_model_checks(
     assert len(model.graph.node) == result.metrics["nodes_after"]
 
 
-class _BertBlock(torch.nn.Module):
-    """Eager (non-SDPA) attention, exported with the TorchScript exporter: the pattern ONNX
-    Runtime's transformer optimizer fuses (FIELD-NOTES.md)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb, self.ln = torch.nn.Embedding(1000, 64), torch.nn.LayerNorm(64)
-        self.q, self.k, self.v, self.o = (torch.nn.Linear(64, 64) for _ in range(4))
-        self.ln2, self.ln3 = torch.nn.LayerNorm(64), torch.nn.LayerNorm(64)
-        self.f1, self.f2 = torch.nn.Linear(64, 256), torch.nn.Linear(256, 64)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        h = self.ln(self.emb(input_ids))
-        b, n, _ = h.shape
-        q, k, v = (p(h).view(b, n, 4, 16).transpose(1, 2) for p in (self.q, self.k, self.v))
-        a = torch.softmax(q @ k.transpose(-1, -2) / 4.0, -1) @ v
-        h = self.ln2(h + self.o(a.transpose(1, 2).reshape(b, n, 64)))
-        return self.ln3(h + self.f2(torch.nn.functional.gelu(self.f1(h))))
-
-
 def test_transformer_fusions_fuse_attention_and_keep_outputs(tmp_path: Path) -> None:
     torch.manual_seed(0)
     path = tmp_path / "bert.onnx"
     torch.onnx.export(
-        _BertBlock().eval(),
+        EagerBertBlock().eval(),
         (torch.randint(0, 1000, (2, 8)),),
         str(path),
         dynamo=False,

@@ -4,7 +4,8 @@ What is asserted is measured on the written file: initializer shapes (channels r
 the requested ratio rounded as documented, per group), parameter counts, validity (checker,
 ONNX Runtime, output shapes), and outputs: unchanged when only dead channels go, close when only
 near-zero channels go. Accuracy after pruning is not asserted: it collapses until a `distill`
-step recovers it (FIELD-NOTES.md).
+step recovers it (docs/field-notes.md). The networks are in tests/networks.py; what a removal must
+have done is `support.assert_pruned_to`, which test_noop_guard.py proves fails on a no-op pass.
 """
 
 from __future__ import annotations
@@ -17,8 +18,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from networks import Bert, Encoder
+from networks import (
+    Bert,
+    BranchCnn,
+    Encoder,
+    Mlp,
+    SeedCnn,
+    export_onnx,
+    kill_neurons,
+    running_statistics,
+)
 from pydantic import ValidationError
+from support import assert_pruned_to, weight_shapes
 
 from app.passes.prune_channel import PruneChannelConfig, PruneNeuronConfig
 from worker.channels.select import kept_count
@@ -29,92 +40,18 @@ from worker.pipeline.tools import onnx_context
 # ---------------------------------------------------------------- networks
 
 
-class Cnn(torch.nn.Module):
-    """Conv + batch-norm, a residual block, concatenated branches, depthwise, flatten + linear."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
-        self.bn = torch.nn.BatchNorm2d(16)
-        self.block = torch.nn.Conv2d(16, 16, 3, padding=1)
-        self.a = torch.nn.Conv2d(16, 8, 1)
-        self.b = torch.nn.Conv2d(16, 24, 3, padding=1)
-        self.dw = torch.nn.Conv2d(32, 32, 3, padding=1, groups=32)
-        self.pw = torch.nn.Conv2d(32, 16, 1)
-        self.fc = torch.nn.Linear(16 * 4 * 4, 40)
-        self.out = torch.nn.Linear(40, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.bn(self.stem(x)))
-        y = torch.relu(y + self.block(y))
-        y = torch.cat([self.a(y), self.b(y)], 1)
-        y = torch.relu(self.pw(torch.relu(self.dw(y))))
-        y = torch.flatten(torch.nn.functional.max_pool2d(y, 2), 1)
-        return self.out(torch.relu(self.fc(y)))
-
-
-class Seed(torch.nn.Module):
-    """The classic: conv 3->64, conv 64->128 (relu, 2x2 max-pool), fc 4608->1000, fc 1000->10."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = torch.nn.Conv2d(3, 64, 3, padding=1)
-        self.c2 = torch.nn.Conv2d(64, 128, 3, padding=1)
-        self.f1 = torch.nn.Linear(128 * 6 * 6, 1000)
-        self.f2 = torch.nn.Linear(1000, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
-        x = torch.nn.functional.max_pool2d(torch.relu(self.c2(x)), 2)
-        return self.f2(torch.relu(self.f1(torch.flatten(x, 1))))
-
-
-class Mlp(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.f1 = torch.nn.Linear(20, 48)
-        self.f2 = torch.nn.Linear(48, 24)
-        self.f3 = torch.nn.Linear(24, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.f3(torch.relu(self.f2(torch.relu(self.f1(x)))))
-
-
-def export(module: torch.nn.Module, example: torch.Tensor, path: Path, dynamo: bool = True) -> Path:
-    name = "input_ids" if not example.dtype.is_floating_point else "x"
-    dims = {0: "batch"} if example.dtype.is_floating_point else {0: "batch", 1: "sequence"}
-    if dynamo:
-        shapes = {name: {a: torch.export.Dim(label, max=4096) for a, label in dims.items()}}
-        torch.onnx.export(
-            module, (example,), str(path), dynamo=True, dynamic_shapes=shapes, external_data=False
-        )
-    else:
-        torch.onnx.export(
-            module,
-            (example,),
-            str(path),
-            dynamo=False,
-            input_names=[name],
-            dynamic_axes={name: dims},
-        )
-    return path
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("prune-channel")
     torch.manual_seed(0)
-    cnn = Cnn().eval()
-    assert cnn.bn.running_mean is not None and cnn.bn.running_var is not None
-    cnn.bn.running_mean.uniform_(-0.5, 0.5)
-    cnn.bn.running_var.uniform_(0.5, 2.0)
+    cnn = running_statistics(BranchCnn()).eval()
     image = torch.randn(2, 3, 8, 8)
     return {
-        "cnn-dynamo": export(cnn, image, folder / "cnn-dynamo.onnx"),
-        "cnn-torchscript": export(cnn, image, folder / "cnn-torchscript.onnx", dynamo=False),
-        "seed": export(Seed().eval(), torch.randn(2, 3, 24, 24), folder / "seed.onnx"),
-        "mlp": export(Mlp().eval(), torch.randn(2, 20), folder / "mlp.onnx"),
-        "encoder": export(
+        "cnn-dynamo": export_onnx(cnn, image, folder / "cnn-dynamo.onnx"),
+        "cnn-torchscript": export_onnx(cnn, image, folder / "cnn-ts.onnx", "torchscript"),
+        "seed": export_onnx(SeedCnn().eval(), torch.randn(2, 3, 24, 24), folder / "seed.onnx"),
+        "mlp": export_onnx(Mlp(20, 48, 24, 3).eval(), torch.randn(2, 20), folder / "mlp.onnx"),
+        "encoder": export_onnx(
             Encoder().eval(), torch.randint(0, 100, (2, 12)), folder / "encoder.onnx"
         ),
     }
@@ -142,10 +79,6 @@ def weights(path: Path) -> list[np.ndarray]:
         for node in model.graph.node
         if node.op_type in ("Conv", "Gemm", "MatMul") and node.input[1] in values
     ]
-
-
-def shapes(path: Path) -> list[tuple[int, ...]]:
-    return [w.shape for w in weights(path)]
 
 
 def outputs(path: Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -178,7 +111,7 @@ def test_cnn_loses_the_requested_channels_in_every_group(
     onnx.checker.check_model(onnx.load(str(result.output_path)), full_check=True)
     kept = {n: kept_count(n, 0.5, 8) for n in (16, 8, 24, 40)}
     assert kept == {16: 8, 8: 4, 24: 16, 40: 24}
-    assert shapes(result.output_path) == [
+    assert weight_shapes(result.output_path) == [
         (8, 3, 3, 3),  # stem, with batch-norm folded in
         (8, 8, 3, 3),  # block: the residual partner of stem
         (4, 8, 1, 1),  # a
@@ -222,7 +155,12 @@ def test_residual_partners_lose_the_same_channels(models: dict[str, Path], tmp_p
 def test_seed_network_runs_at_the_new_sizes(models: dict[str, Path], tmp_path: Path) -> None:
     result = prune(models["seed"], tmp_path, ratio=0.5)
 
-    assert shapes(result.output_path) == [(32, 3, 3, 3), (64, 32, 3, 3), (504, 64 * 36), (10, 504)]
+    assert weight_shapes(result.output_path) == [
+        (32, 3, 3, 3),
+        (64, 32, 3, 3),
+        (504, 64 * 36),
+        (10, 504),
+    ]
     assert outputs(result.output_path, image(4, 24)).shape == (4, 10)
     assert result.metrics["parameters_after"] < result.metrics["parameters_before"] / 3
     assert RECOVERY_WARNING in result.warnings
@@ -231,17 +169,17 @@ def test_seed_network_runs_at_the_new_sizes(models: dict[str, Path], tmp_path: P
 def test_round_to_one_removes_exactly_the_ratio(models: dict[str, Path], tmp_path: Path) -> None:
     result = prune(models["seed"], tmp_path, ratio=0.3, round_to=1)
 
-    assert shapes(result.output_path)[:3] == [(45, 3, 3, 3), (90, 45, 3, 3), (700, 90 * 36)]
+    assert weight_shapes(result.output_path)[:3] == [(45, 3, 3, 3), (90, 45, 3, 3), (700, 90 * 36)]
 
 
 def test_l1_removes_the_near_zero_channels_and_keeps_outputs_close(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    mlp = Mlp().eval()
+    mlp = Mlp(20, 48, 24, 3).eval()
     quiet = [1, 5, 6, 17, 30, 31, 40, 47]
     with torch.no_grad():
-        mlp.f1.weight[quiet] *= 1e-4
-        mlp.f1.bias[quiet] = 0.0
-    source = export(mlp, torch.randn(2, 20), tmp_path / "mlp.onnx")
+        mlp.linear(0).weight[quiet] *= 1e-4
+        mlp.linear(0).bias[quiet] = 0.0
+    source = export_onnx(mlp, torch.randn(2, 20), tmp_path / "mlp.onnx")
     feeds = {"x": np.random.default_rng(0).standard_normal((16, 20), np.float32)}
 
     result = prune(source, tmp_path / "out", ratio=8 / 48)  # f2's 24 round back to 24
@@ -259,7 +197,7 @@ def test_ignoring_every_group_changes_nothing(models: dict[str, Path], tmp_path:
 
     result = prune(source, tmp_path, ratio=0.5, ignore_nodes=producers)
 
-    assert shapes(result.output_path) == shapes(source)
+    assert weight_shapes(result.output_path) == weight_shapes(source)
     assert result.metrics["channels_removed"] == 0
     assert result.metrics["parameters_after"] == result.metrics["parameters_before"]
     np.testing.assert_array_equal(outputs(result.output_path, image(2)), outputs(source, image(2)))
@@ -272,7 +210,7 @@ def test_transformer_ffn_neurons_are_removed(models: dict[str, Path], tmp_path: 
 
     result = prune(source, tmp_path, ratio=0.5)
 
-    got = shapes(result.output_path)
+    got = weight_shapes(result.output_path)
     assert got.count((32, 32)) >= 4  # two layers: W1 [32, 64 -> 32] and W2 [64 -> 32, 32]
     assert (32, 64) not in got and (64, 32) not in got
     assert outputs(result.output_path, ids).shape == (3, 4)
@@ -282,17 +220,18 @@ def test_transformer_ffn_neurons_are_removed(models: dict[str, Path], tmp_path: 
     assert (result.metrics["groups_pruned"], result.metrics["groups_skipped"]) == (3, 5)
 
 
-@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
-def test_attention_heads_are_removed_whole(tmp_path: Path, dynamo: bool) -> None:
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_attention_heads_are_removed_whole(tmp_path: Path, exporter: str) -> None:
     torch.manual_seed(0)
-    source = export(Bert().eval(), torch.randint(0, 100, (2, 12)), tmp_path / "b.onnx", dynamo)
+    bert = Bert().eval()
+    source = export_onnx(bert, torch.randint(0, 100, (2, 12)), tmp_path / "b.onnx", exporter)
     ids = {"input_ids": np.random.default_rng(0).integers(0, 100, (3, 9)).astype(np.int64)}
 
     result = prune(source, tmp_path / "out", ratio=0.5)
 
     # q, k, v: 4 heads of 8 -> 2 heads (16 columns); o reads 16 rows; both layers alike.
-    assert shapes(result.output_path)[:4] == [(32, 16), (32, 16), (32, 16), (16, 32)]
-    assert shapes(result.output_path)[4:8] == [(32, 16), (32, 16), (32, 16), (16, 32)]
+    assert weight_shapes(result.output_path)[:4] == [(32, 16), (32, 16), (32, 16), (16, 32)]
+    assert weight_shapes(result.output_path)[4:8] == [(32, 16), (32, 16), (32, 16), (16, 32)]
     heads = [g for g in result.metrics["groups"] if g["channels_per_unit"] == 8]
     assert [(g["channels_before"], g["channels_after"]) for g in heads] == [(4, 2), (4, 2)]
     assert outputs(result.output_path, ids).shape == (3, 3)
@@ -334,33 +273,18 @@ def test_shared_fixtures_prune_to_valid_models(
 # ---------------------------------------------------------------- neuron
 
 
-def test_neuron_removes_exactly_the_dead_channels(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    cnn = Cnn().eval()
-    dead_fc, dead_b = [3, 4, 20, 33], [0, 7, 8, 23]
-    biases = {name: getattr(cnn, name).bias for name in ("block", "a", "b", "dw", "pw", "fc")}
-    with torch.no_grad():
-        for name, bias in biases.items():
-            assert bias is not None
-            getattr(cnn, name).weight.abs_()  # on a relu's non-negative outputs: every unit lives
-            bias.copy_(bias.abs() + 0.1)
-        cnn.fc.weight[dead_fc] = 0.0
-        cnn.fc.bias[dead_fc] = -1.0  # relu(-1) = 0 on every input
-        cnn.b.weight[dead_b] = 0.0  # b feeds the depthwise conv, then a relu
-        biases["b"][dead_b] = 0.0
-        biases["dw"][8 + np.array(dead_b)] = -1.0
-    source = export(cnn, torch.randn(2, 3, 8, 8), tmp_path / "cnn.onnx")
-    data = tmp_path / "calibration.npz"
-    np.savez(data, x=np.random.default_rng(1).standard_normal((64, 3, 8, 8), np.float32))
+def test_neuron_removes_exactly_the_dead_channels(
+    dead_channels: dict[str, Any], tmp_path: Path
+) -> None:
+    source, data = dead_channels["model"], dead_channels["calibration"]
     config = PruneNeuronConfig(
         op="prune", method="neuron", calibration_dataset_id="calib", calibration_samples=64
     )
 
     result = PruneNeuronPass().run(context(source, tmp_path / "out", {"calib": data}), config)
 
-    got = shapes(result.output_path)
-    assert got[3] == (20, 16, 3, 3) and got[4] == (28, 1, 3, 3)  # b: 24 -> 20, dw: 32 -> 28
-    assert got[6] == (36, 256)  # fc: 40 -> 36
+    # b: 24 -> 20, dw: 32 -> 28, fc: 40 -> 36
+    assert_pruned_to(source, result.output_path, dead_channels["pruned_shapes"])
     assert result.metrics["channels_removed"] == 8
     np.testing.assert_allclose(
         outputs(result.output_path, image(8)), outputs(source, image(8)), rtol=1e-5, atol=1e-5
@@ -383,11 +307,9 @@ def test_neuron_reports_what_it_measured_on(models: dict[str, Path], tmp_path: P
 
 def test_neuron_max_ratio_caps_the_removal(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    mlp = Mlp().eval()
-    with torch.no_grad():
-        mlp.f1.weight[:40] = 0.0
-        mlp.f1.bias[:40] = -1.0
-    source = export(mlp, torch.randn(2, 20), tmp_path / "mlp.onnx")
+    mlp = Mlp(20, 48, 24, 3).eval()
+    kill_neurons(mlp.linear(0), range(40))
+    source = export_onnx(mlp, torch.randn(2, 20), tmp_path / "mlp.onnx")
     data = tmp_path / "calibration.npz"
     np.savez(data, x=np.random.default_rng(1).standard_normal((32, 20), np.float32))
     config = PruneNeuronConfig(
@@ -396,19 +318,19 @@ def test_neuron_max_ratio_caps_the_removal(tmp_path: Path) -> None:
 
     result = PruneNeuronPass().run(context(source, tmp_path / "out", {"calib": data}), config)
 
-    assert shapes(result.output_path)[0] == (24, 20)
+    assert_pruned_to(source, result.output_path, {0: (24, 20)})
 
 
 def test_neuron_threshold_is_relative_to_the_group_mean(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    mlp = Mlp().eval()
+    mlp = Mlp(20, 48, 24, 3).eval()
     with torch.no_grad():
-        for layer in (mlp.f1, mlp.f2):
+        for layer in (mlp.linear(0), mlp.linear(1)):
             layer.weight.abs_()
             layer.bias.fill_(0.1)
-        mlp.f1.weight[:6] *= 1e-3  # weak but alive: 1e-3 of their group's typical activity
-        mlp.f1.bias[:6] *= 1e-3
-    source = export(mlp, torch.randn(2, 20), tmp_path / "mlp.onnx")
+        mlp.linear(0).weight[:6] *= 1e-3  # weak but alive: 1e-3 of their group's typical activity
+        mlp.linear(0).bias[:6] *= 1e-3
+    source = export_onnx(mlp, torch.randn(2, 20), tmp_path / "mlp.onnx")
     data = tmp_path / "calibration.npz"
     np.savez(data, x=np.abs(np.random.default_rng(1).standard_normal((32, 20), np.float32)))
     tools = {"calib": data}
@@ -424,8 +346,8 @@ def test_neuron_threshold_is_relative_to_the_group_mean(tmp_path: Path) -> None:
         ),
     )
 
-    assert shapes(default.output_path)[0] == (48, 20)
-    assert shapes(loose.output_path)[0] == (42, 20)
+    assert weight_shapes(default.output_path)[0] == (48, 20)  # nothing removed: all alive
+    assert_pruned_to(source, loose.output_path, {0: (42, 20)})
     assert RECOVERY_WARNING in loose.warnings  # outputs moved, if only a little
 
 

@@ -322,6 +322,7 @@ def test_pass_is_named_for_its_op_and_method() -> None:
 def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A 64-128-10 MLP trained on scikit-learn's digits (seeded), exported to ONNX."""
     import torch
+    from networks import Mlp, train_classifier
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -331,23 +332,18 @@ def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         x, y, test_size=0.3, random_state=0, stratify=y
     )
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    inputs, labels = torch.from_numpy(x_train), torch.from_numpy(y_train)
     order = torch.Generator().manual_seed(0)
-    for _ in range(10):
-        for batch in torch.randperm(len(inputs), generator=order).split(32):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()
-            optimizer.step()
+    model = train_classifier(
+        Mlp(64, 128, 10), x_train, y_train, epochs=10, lr=1e-2, batch_size=32, generator=order
+    )
     path = tmp_path_factory.mktemp("digits") / "digits.onnx"
     torch.onnx.export(
-        model.eval(),
+        model,
         (torch.randn(2, 64),),
         str(path),
         input_names=["input"],
         output_names=["output"],
-        dynamic_shapes={"input": {0: torch.export.Dim("batch")}},
+        dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
         external_data=False,
         verbose=False,
     )

@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from networks import MhaLayer, MhaStack
 from onnx import numpy_helper
 
 from app.passes.prune_channel import PruneChannelConfig
@@ -25,28 +26,6 @@ from worker.channels.rewrite import rewrite
 from worker.passes.base import PassResult
 from worker.passes.prune_channel import PruneChannelPass
 from worker.pipeline.tools import onnx_context
-
-
-class Layer(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
-        torch.nn.init.normal_(self.layer.self_attn.in_proj_bias)  # zeros by default
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x)
-
-
-class Stack(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
-        self.encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-        for parameter in self.encoder.parameters():  # the layers are deep copies: make them differ
-            torch.nn.init.normal_(parameter, std=0.2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
 
 
 def export(module: torch.nn.Module, path: Path, dynamo: bool = True) -> Path:
@@ -78,7 +57,7 @@ def export(module: torch.nn.Module, path: Path, dynamo: bool = True) -> Path:
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("prune-mha")
     torch.manual_seed(0)
-    layer, stack = Layer(), Stack()
+    layer, stack = MhaLayer(), MhaStack()
     return {
         "layer": export(layer, folder / "layer.onnx"),
         "stack": export(stack, folder / "stack.onnx"),

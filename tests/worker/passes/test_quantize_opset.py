@@ -9,46 +9,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from networks import onnx_conv_net
 
 from app.passes.quantize import QuantizeConfig
 from worker.passes.quantize import QuantizePass
 from worker.pipeline.tools import onnx_context
 
 
-def _cnn(path: Path, opset: int) -> Path:
-    """Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm, written at `opset`."""
-    rng = np.random.default_rng(0)
-    inits = [
-        numpy_helper.from_array(rng.normal(size=(8, 3, 3, 3)).astype(np.float32), "w"),
-        numpy_helper.from_array(rng.normal(size=8).astype(np.float32), "b"),
-        numpy_helper.from_array(rng.normal(size=(4, 8)).astype(np.float32), "fc_w"),
-        numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "fc_b"),
-    ]
-    nodes = [
-        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("GlobalAveragePool", ["r"], ["p"], name="pool"),
-        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["y"], name="fc", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "cnn",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 16, 16])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 7
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.fixture
 def opset11(tmp_path: Path) -> tuple[Path, Path]:
-    model = _cnn(tmp_path / "cnn11.onnx", 11)
+    model = onnx_conv_net(tmp_path / "cnn11.onnx", 11)
     data = tmp_path / "cal.npz"
     np.savez(data, x=np.random.default_rng(1).normal(size=(32, 3, 16, 16)).astype(np.float32))
     return model, data

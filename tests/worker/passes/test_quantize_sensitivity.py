@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from networks import onnx_fragile_mlp
 
 from app.passes.quantize import QuantizeConfig
 from worker import sensitivity
@@ -19,41 +18,9 @@ from worker.passes.quantize import QuantizePass
 from worker.pipeline.tools import onnx_context
 
 
-def _fragile(path: Path) -> Path:
-    """x -> up (one output column x1000) -> Relu -> down (that row ~0) -> head: `down` reads the
-    outlier, which contributes nothing in float but sets its int8 activation scale."""
-    rng = np.random.default_rng(0)
-    up = rng.normal(size=(32, 64)).astype(np.float32) * 0.2
-    up[:, 5] *= 1000.0
-    down = rng.normal(size=(64, 64)).astype(np.float32) * 0.2
-    down[5, :] = 1e-6
-    head = rng.normal(size=(64, 10)).astype(np.float32) * 0.2
-    inits = [
-        numpy_helper.from_array(a, n) for n, a in (("w_up", up), ("w_down", down), ("w_head", head))
-    ]
-    nodes = [
-        helper.make_node("MatMul", ["x", "w_up"], ["u"], name="up"),
-        helper.make_node("Relu", ["u"], ["r"], name="relu"),
-        helper.make_node("MatMul", ["r", "w_down"], ["d"], name="down"),
-        helper.make_node("Relu", ["d"], ["e"], name="relu2"),
-        helper.make_node("MatMul", ["e", "w_head"], ["y"], name="head"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "fragile",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def fragile(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _fragile(tmp_path_factory.mktemp("fragile") / "fragile.onnx")
+    return onnx_fragile_mlp(tmp_path_factory.mktemp("fragile") / "fragile.onnx")
 
 
 def _worst_cosine(a: Path, b: Path) -> float:

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from networks import onnx_decoder
 
 from app.passes.quantize import QuantizeConfig
 from worker.passes.base import PassResult
@@ -22,38 +22,9 @@ from worker.precision.nbits import CONTRIB_WARNING
 VOCAB, DIM, FFN = 512, 128, 256
 
 
-def _decoder(path: Path) -> Path:
-    """ids -> Gather(embedding) -> MatMul, Relu, MatMul (+ residual) -> MatMul(lm head)."""
-    rng = np.random.default_rng(0)
-    weights = {"emb": (VOCAB, DIM), "w_up": (DIM, FFN), "w_down": (FFN, DIM), "head": (DIM, VOCAB)}
-    inits = [
-        numpy_helper.from_array((rng.normal(size=s) * 0.1).astype(np.float32), n)
-        for n, s in weights.items()
-    ]
-    nodes = [
-        helper.make_node("Gather", ["emb", "input_ids"], ["e"], name="embed"),
-        helper.make_node("MatMul", ["e", "w_up"], ["h"], name="up"),
-        helper.make_node("Relu", ["h"], ["a"], name="act"),
-        helper.make_node("MatMul", ["a", "w_down"], ["d"], name="down"),
-        helper.make_node("Add", ["e", "d"], ["r"], name="residual"),
-        helper.make_node("MatMul", ["r", "head"], ["logits"], name="lm_head"),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "decoder",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "sequence", VOCAB])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.fixture(scope="module")
 def decoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _decoder(tmp_path_factory.mktemp("decoder") / "decoder.onnx")
+    return onnx_decoder(tmp_path_factory.mktemp("decoder") / "decoder.onnx", VOCAB, DIM, FFN)
 
 
 def _run(

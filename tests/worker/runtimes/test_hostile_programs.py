@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from networks import TinyLinear
 
 from app.core.auth import default_tenant_id
 from app.core.config import get_settings
@@ -27,15 +28,6 @@ class _Payload:
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return (os.system, (f"touch {self.canary}",))
-
-
-class _Tiny(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = torch.nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x)
 
 
 def _replace_member(archive: Path, suffix: str, data: bytes) -> None:
@@ -83,7 +75,7 @@ def test_pt2_with_a_code_running_pickle_is_rejected_without_running_it(
     env: dict[str, str], tmp_path: Path, canary: Path
 ) -> None:
     path = tmp_path / "evil.pt2"
-    program = torch.export.export(_Tiny().eval(), (torch.randn(2, 4),))
+    program = torch.export.export(TinyLinear().eval(), (torch.randn(2, 4),))
     torch.export.save(program, path)
     buffer = io.BytesIO()
     torch.save(_Payload(canary), buffer)
@@ -103,7 +95,7 @@ def test_torchscript_with_a_code_running_pickle_is_rejected_without_running_it(
     env: dict[str, str], tmp_path: Path, canary: Path
 ) -> None:
     path = tmp_path / "evil.pt"
-    torch.jit.save(torch.jit.script(_Tiny().eval()), path)
+    torch.jit.save(torch.jit.script(TinyLinear().eval()), path)
     _replace_member(path, "/data.pkl", pickle.dumps(_Payload(canary), protocol=2))
     model_id = _insert_validating(path, "torchscript", [[1, 4]])
 
