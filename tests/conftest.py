@@ -13,15 +13,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from app.core.config import get_settings
 from app.db.base import Base
 from app.db.migrate import upgrade_head
-from app.db.session import get_engine
+from app.db.orm import MlModel
+from app.db.session import get_engine, session_scope
 
 if TYPE_CHECKING:
     import torch
@@ -99,6 +100,34 @@ def client(env: dict[str, str]) -> Iterator[object]:
 
     with TestClient(create_app()) as test_client:
         yield test_client
+
+
+# ---------------------------------------------------------------- API objects
+
+
+@pytest.fixture
+def model_id(client: Any, env: dict[str, str], mlp_onnx: Path) -> str:
+    """The MLP uploaded through the API, marked `ready` (as its inspection would)."""
+    response = client.post("/v1/models", files={"file": ("mlp.onnx", mlp_onnx.read_bytes())})
+    model_id = str(response.json()["id"])
+    with session_scope(env["MODELPRESS_DATABASE_URL"]) as session:
+        session.execute(
+            update(MlModel)
+            .where(MlModel.id == model_id)
+            .values(
+                status="ready",
+                inputs=[{"name": "input", "dtype": "float32", "shape": ["batch", 32]}],
+                outputs=[{"name": "output", "dtype": "float32", "shape": ["batch", 10]}],
+            )
+        )
+    return model_id
+
+
+@pytest.fixture
+def job(client: Any, model_id: str) -> dict[str, Any]:
+    response = client.post("/v1/jobs", json={"model_id": model_id, "steps": [{"op": "quantize"}]})
+    assert response.status_code == 202, response.text
+    return dict(response.json())
 
 
 # ---------------------------------------------------------------- tiny real networks

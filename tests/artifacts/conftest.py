@@ -1,4 +1,4 @@
-"""A queued job of a ready model, and a way to give it stored artifacts (as the worker would)."""
+"""A way to give the queued job (tests/conftest.py: `job`) stored artifacts, as the worker would."""
 
 from __future__ import annotations
 
@@ -8,36 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from app.core.storage import get_storage
-from app.db.orm import Artifact, Job, MlModel
+from app.db.orm import Artifact, Job
 from app.db.session import session_scope
-
-
-@pytest.fixture
-def model_id(client: Any, env: dict[str, str], mlp_onnx: Path) -> str:
-    """An ONNX model marked `ready` in the database (as the inspection would)."""
-    response = client.post("/v1/models", files={"file": ("mlp.onnx", mlp_onnx.read_bytes())})
-    model_id = str(response.json()["id"])
-    with session_scope(env["MODELPRESS_DATABASE_URL"]) as session:
-        session.execute(
-            update(MlModel)
-            .where(MlModel.id == model_id)
-            .values(
-                status="ready",
-                inputs=[{"name": "input", "dtype": "float32", "shape": ["batch", 32]}],
-                outputs=[{"name": "output", "dtype": "float32", "shape": ["batch", 10]}],
-            )
-        )
-    return model_id
-
-
-@pytest.fixture
-def job(client: Any, model_id: str) -> dict[str, Any]:
-    response = client.post("/v1/jobs", json={"model_id": model_id, "steps": [{"op": "quantize"}]})
-    assert response.status_code == 202, response.text
-    return dict(response.json())
 
 
 @pytest.fixture

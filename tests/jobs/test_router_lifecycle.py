@@ -4,40 +4,9 @@ reports: tests/artifacts). No worker runs here: jobs stay `queued` unless the te
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
-import pytest
-from sqlalchemy import update
 from support import assert_problem
-
-from app.db.orm import MlModel
-from app.db.session import session_scope
-
-
-@pytest.fixture
-def model_id(client: Any, env: dict[str, str], mlp_onnx: Path) -> str:
-    """An ONNX model marked `ready` in the database (as the inspection would)."""
-    response = client.post("/v1/models", files={"file": ("mlp.onnx", mlp_onnx.read_bytes())})
-    model_id = str(response.json()["id"])
-    with session_scope(env["MODELPRESS_DATABASE_URL"]) as session:
-        session.execute(
-            update(MlModel)
-            .where(MlModel.id == model_id)
-            .values(
-                status="ready",
-                inputs=[{"name": "input", "dtype": "float32", "shape": ["batch", 32]}],
-                outputs=[{"name": "output", "dtype": "float32", "shape": ["batch", 10]}],
-            )
-        )
-    return model_id
-
-
-@pytest.fixture
-def job(client: Any, model_id: str) -> dict[str, Any]:
-    response = client.post("/v1/jobs", json={"model_id": model_id, "steps": [{"op": "quantize"}]})
-    assert response.status_code == 202, response.text
-    return dict(response.json())
 
 
 def _submit(client: Any, model_id: str) -> str:
