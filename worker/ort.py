@@ -95,6 +95,7 @@ def session(
     *,
     level: str | None = None,
     optimized_path: Path | None = None,
+    profile_prefix: Path | None = None,
 ) -> ort.InferenceSession:
     """The one way ModelPress opens ONNX Runtime: fixed threads, sequential, quiet.
 
@@ -102,6 +103,7 @@ def session(
         model: a path, or a serialized ModelProto.
         level: `basic` or `extended` graph optimization (default: ONNX Runtime's default, all).
         optimized_path: where ONNX Runtime writes the graph it optimized (offline optimization).
+        profile_prefix: turn ONNX Runtime's profiler on, writing under this prefix.
     """
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, threads)
@@ -112,6 +114,9 @@ def session(
         options.graph_optimization_level = LEVELS[level]
     if optimized_path is not None:
         options.optimized_model_filepath = str(optimized_path)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(profile_prefix)
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, options, providers=providers_for(device))
 

@@ -48,14 +48,7 @@ def time_shares(
     path: Path, feeds: dict[str, np.ndarray], threads: int, work: Path
 ) -> dict[str, float]:
     """Each node's share of the summed node time, from ONNX Runtime's profiler (3 runs)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, threads)
-    options.enable_profiling = True
-    options.profile_file_prefix = str(work / "profile")
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(path, threads, profile_prefix=work / "profile")
     for _ in range(3):
         session.run(None, feeds)
     profile = Path(session.end_profiling())
