@@ -418,8 +418,8 @@ def test_report_runs_the_guard_without_budget(finished: dict[str, Any]) -> None:
 
     assert isinstance(verdict["met"], bool)
     guard = [r.split(": ", 1)[1] for r in verdict["reasons"]]
-    assert guard[0] == "not slower than the original beyond the noise at any batch size"
-    assert any(g.startswith("`output` is not collapsed") for g in guard)
+    assert guard[0].startswith("`output` is not collapsed")
+    assert guard[1] == "not slower than the original beyond the noise at any batch size"
     assert verdict["met"] is all(r.startswith("met: ") for r in verdict["reasons"])
     assert verdict["met"] or verdict["notes"][0].startswith("Not recommended:")
 
@@ -742,5 +742,6 @@ def test_a_broken_result_succeeds_but_is_not_recommended(
     report = json.loads(get_storage(settings).path_of(report_key["storage_key"]).read_text())
     verdict = report["verdict"]
     assert verdict["met"] is False
+    # Broken leads the notes (a slowness miss, when the machine is busy, comes after it).
     assert verdict["notes"][0].startswith("Not recommended: `output` is not collapsed")
     assert report["fidelity"]["outputs"]["output"]["cosine_mean"] < 0.9

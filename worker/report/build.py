@@ -136,9 +136,9 @@ def verdict(
             "measured between two copies of the original."
         )
     _budget(c, comp, optimized, accuracy, judge)
+    _fidelity(c, (fidelity or {}).get("outputs") or {}, judge)  # a broken model leads the notes
     if c.fail_if_slower:
         judge(not slower, "not slower than the original beyond the noise at any batch size", True)
-    _fidelity(c, (fidelity or {}).get("outputs") or {}, judge)
     return {"met": judge.ok, "reasons": judge.reasons, "notes": judge.first + notes}
 
 

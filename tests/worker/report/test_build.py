@@ -35,8 +35,8 @@ def test_no_constraints_still_runs_the_guard(faster: tuple[dict, dict]) -> None:
 
     assert judged["met"] is True
     assert judged["reasons"] == [
-        "met: not slower than the original beyond the noise at any batch size",
         "met: `output` is not collapsed (cosine_mean 0.999, top1_agreement 1.000; floor 0.9)",
+        "met: not slower than the original beyond the noise at any batch size",
     ]
 
 
