@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import text, update
+from support import is_service_setting
 
 from app.core.config import get_settings
 from app.db.base import Base
@@ -83,7 +84,7 @@ def env(
         "MODELPRESS_SANDBOX_MEMORY_MB": "6144",
     }
     for key in list(os.environ):
-        if key.startswith("MODELPRESS_"):
+        if is_service_setting(key):
             monkeypatch.delenv(key)
     for key, value in values.items():
         monkeypatch.setenv(key, value)

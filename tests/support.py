@@ -242,3 +242,13 @@ def assert_torchscript_archive(upload: Any, artifact: Any) -> None:
     assert zipfile.is_zipfile(artifact), "artifact is not a TorchScript archive (not a zip)"
     names = zipfile.ZipFile(artifact).namelist()
     assert any("/code/" in n for n in names) and any(n.endswith("/data.pkl") for n in names), names
+
+
+# MODELPRESS_CPU_FLAGS is not a setting of the service under test but the CPU kind the whole run
+# simulates (`MODELPRESS_CPU_FLAGS=avx2,fma make test` runs every int8 path as on an AVX2 CPU).
+CPU_FLAGS_ENV = "MODELPRESS_CPU_FLAGS"
+
+
+def is_service_setting(key: str) -> bool:
+    """A `MODELPRESS_*` variable a test must clear so that its own settings apply."""
+    return key.startswith("MODELPRESS_") and key != CPU_FLAGS_ENV

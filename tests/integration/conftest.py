@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from support import is_service_setting
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT_S = 240.0
@@ -101,7 +102,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
 
 
 def process_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPRESS_")}
+    env = {k: v for k, v in os.environ.items() if not is_service_setting(k)}
     env.update(extra)
     env["PYTHONPATH"] = str(PROJECT_ROOT)
     return env

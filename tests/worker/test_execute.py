@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from sqlalchemy import func, select
+from support import is_service_setting
 
 from app.core.config import Settings, get_settings
 from app.core.storage import get_storage
@@ -222,7 +223,7 @@ def _session(path: Path) -> ort.InferenceSession:
 def _isolate(mp: pytest.MonkeyPatch, data_dir: Path, url: str) -> None:
     """The same settings as the `env` fixture, plus one sandbox thread (2-core machines)."""
     for key in list(os.environ):
-        if key.startswith("MODELPRESS_"):
+        if is_service_setting(key):
             mp.delenv(key)
     mp.setenv("MODELPRESS_DATA_DIR", str(data_dir))
     mp.setenv("MODELPRESS_DATABASE_URL", url)
