@@ -126,12 +126,11 @@ def _reduce_range(config: QuantizeConfig) -> tuple[bool, dict[str, Any], list[st
     return chosen, metrics, warnings
 
 
-def _dynamic(ctx: PassContext, config: QuantizeConfig, reduce_range: bool) -> Quantize:
-    """Dynamic int8 of the step's input with its settings, into `out`, of the nodes given."""
-    candidates = weight_nodes(
-        onnx.load(str(ctx.input_path), load_external_data=False),
-        set(chosen_op_types(config, excluded=False)),
-    )
+def _dynamic(
+    ctx: PassContext, config: QuantizeConfig, reduce_range: bool, candidates: dict[str, str]
+) -> Quantize:
+    """Dynamic int8 of the step's input with its settings, into `out`, of the nodes given
+    (`candidates`: the quantizable nodes and their op types, read once by the caller)."""
 
     def renamed(names: list[str]) -> list[str]:
         # A Gemm is rewritten as `<name>_MatMul` + Add: name it both ways.
@@ -196,7 +195,7 @@ def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     source = onnx.load(str(ctx.input_path), load_external_data=False)
     op_types = chosen_op_types(config)
     candidates = weight_nodes(source, set(chosen_op_types(config, excluded=False)))
-    quantize = _dynamic(ctx, config, reduce_range)
+    quantize = _dynamic(ctx, config, reduce_range, candidates)
     kept, mixed, rows, mixed_warnings = _mixed(
         ctx, config, ctx.input_path, candidates, quantize, _example_feeds(ctx)
     )
