@@ -21,6 +21,7 @@ from app.jobs.schemas import Constraints
 from app.passes.registry import CATALOG
 from app.passes.spec import StepConfig
 from worker.pipeline.job import JobRun, measure_job, run_steps
+from worker.precision.nbits import float_weights
 from worker.report.build import COLLAPSE_FLOOR, NOT_RECOMMENDED, comparison, verdict
 
 log = logging.getLogger(__name__)
@@ -73,17 +74,7 @@ def candidate_specs(job: JobRun) -> list[tuple[str, list[dict[str, Any]]]]:
 def _matmul_weight_elements(path: Path) -> int:
     """Float weights read by MatMul and Gather nodes: where weight-only quantization can pay."""
     model = onnx.load(str(path), load_external_data=False)
-    floats = {
-        t.name: math.prod(t.dims)
-        for t in model.graph.initializer
-        if t.data_type == onnx.TensorProto.FLOAT
-    }
-    read = {
-        n.input[0 if n.op_type == "Gather" else 1]
-        for n in model.graph.node
-        if n.op_type in ("MatMul", "Gather") and len(n.input) > 1
-    }
-    return sum(floats.get(name, 0) for name in read)
+    return sum(float_weights(model, {"MatMul", "Gather"}).values())
 
 
 def _score(record: dict[str, Any], objective: str) -> float:

@@ -9,6 +9,7 @@ cannot take, and the GPTQ and 8-bit paths quantize MatMul only: embeddings then 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def quantize_nbits(
     """
     ops, warnings = op_types(config)
     model = onnx.load(str(source), load_external_data=False)
-    before = _weights(model, set(ops))
+    before = float_weights(model, set(ops))
     quantizer = nbits.MatMulNBitsQuantizer(
         model,
         bits=config.bits,
@@ -93,14 +94,18 @@ def quantize_nbits(
     return _metrics(config, before, onnx.load(str(out))), [*warnings, CONTRIB_WARNING]
 
 
-def _weights(model: Any, ops: set[str]) -> dict[str, int]:
-    """Nodes of `ops` whose weight is a float initializer: name -> element count."""
-    inits = {t.name: t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+def float_weights(model: Any, ops: set[str]) -> dict[str, int]:
+    """Nodes of `ops` whose weight is a float initializer: name -> element count (from the dims)."""
+    sizes = {
+        t.name: math.prod(t.dims)
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT
+    }
     found = {}
     for node in model.graph.node:
         weight = node.input[0 if node.op_type == "Gather" else 1] if len(node.input) > 1 else ""
-        if node.op_type in ops and weight in inits:
-            found[node.name] = int(numpy_helper.to_array(inits[weight]).size)
+        if node.op_type in ops and weight in sizes:
+            found[node.name] = int(sizes[weight])
     return found
 
 
@@ -112,7 +117,7 @@ def _metrics(config: QuantizeConfig, before: dict[str, int], result: Any) -> dic
         for t in result.graph.initializer
         if t.name in inputs
     )
-    left = set(_weights(result, {"MatMul", "Gather"}))
+    left = set(float_weights(result, {"MatMul", "Gather"}))
     kept = sorted(set(before) & left)
     elements = sum(v for k, v in before.items() if k not in left)
     return {
