@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the queue to serve")
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
-    p = sub.add_parser("scheduler", help="housekeeping: reaper and re-dispatch")
+    p = sub.add_parser("scheduler", help="housekeeping: reaper, re-dispatch, blob collection, scrub")
     p.add_argument("--interval", type=float, default=10.0)
     p.add_argument("--once", action="store_true")
     p.set_defaults(func=cmd_scheduler)

@@ -32,7 +32,7 @@ def run_celery_worker(queue: str, concurrency: int) -> None:
 
 
 def run_scheduler(settings: Settings, interval: float, once: bool) -> None:
-    """Housekeeping every `interval` seconds (reaper, re-dispatch); one tick with `once`."""
+    """Housekeeping every `interval` seconds (reaper, re-dispatch, blobs); one tick with `once`."""
     while True:
         tick(settings)
         if once:

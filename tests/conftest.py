@@ -10,19 +10,21 @@ network fixtures import torch and tests/networks.py inside their bodies.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 from support import is_service_setting
 
 from app.core.config import get_settings
+from app.core.storage import get_storage
 from app.db.base import Base
 from app.db.migrate import upgrade_head
-from app.db.orm import MlModel
+from app.db.orm import Artifact, Job, MlModel
 from app.db.session import get_engine, session_scope
 
 if TYPE_CHECKING:
@@ -129,6 +131,35 @@ def job(client: Any, model_id: str) -> dict[str, Any]:
     response = client.post("/v1/jobs", json={"model_id": model_id, "steps": [{"op": "quantize"}]})
     assert response.status_code == 202, response.text
     return dict(response.json())
+
+
+@pytest.fixture
+def store_artifact(env: dict[str, str], tmp_path: Path) -> Callable[..., str]:
+    """Store bytes content-addressed and record them as an artifact of a job, as the worker
+    publishes them; returns the sha256."""
+
+    def _store(job_id: str, name: str, data: bytes, media_type: str = "text/plain") -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        src = tmp_path / f"{sha}.part"
+        src.write_bytes(data)
+        key = get_storage().put(src, sha)
+        with session_scope(env["MODELPRESS_DATABASE_URL"]) as session:
+            tenant_id = session.scalars(select(Job.tenant_id).where(Job.id == job_id)).one()
+            session.add(
+                Artifact(
+                    job_id=job_id,
+                    tenant_id=tenant_id,
+                    name=name,
+                    kind="report" if name.startswith("report.") else "model",
+                    media_type=media_type,
+                    size_bytes=len(data),
+                    sha256=sha,
+                    storage_key=key,
+                )
+            )
+        return sha
+
+    return _store
 
 
 # ---------------------------------------------------------------- tiny real networks

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -15,8 +14,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from app.blobs.service import release_after_commit
 from app.core.config import Settings
-from app.core.errors import JobFailure
+from app.core.errors import ArtifactCorrupt, JobFailure
 from app.core.formats import model_filename
 from app.core.storage import Storage, get_storage, sha256_file
 from app.datasets import repository as datasets
@@ -67,13 +67,20 @@ class Heartbeat:
             return not alive or bool(job and job.cancel_requested)
 
 
+def _stage_blob(storage: Storage, key: str, dest: Path) -> None:
+    try:
+        storage.copy_verified(key, dest)
+    except ArtifactCorrupt as exc:
+        raise JobFailure("artifact_corrupt", f"An input of this job: {exc}") from exc
+
+
 def _stage_inputs(job: Job, scratch: Path, storage: Storage, session: Any) -> SandboxRequest:
     model = models.get_any(session, job.model_id)
     if model is None:
         raise JobFailure("model_missing", "The job's model was deleted.")
     (scratch / "input").mkdir()
     rel = f"input/{model_filename('model', model.format)}"
-    shutil.copyfile(storage.path_of(model.storage_key), scratch / rel)
+    _stage_blob(storage, model.storage_key, scratch / rel)
     public = {"id": model.id, "name": model.name, "format": model.format, "sha256": model.sha256}
     request = SandboxRequest(
         kind="run",
@@ -95,7 +102,7 @@ def _stage_inputs(job: Job, scratch: Path, storage: Storage, session: Any) -> Sa
         if ds is None:
             raise JobFailure("dataset_missing", f"The dataset at {pointer} was deleted.")
         if ds.id not in request.datasets:
-            shutil.copyfile(storage.path_of(ds.storage_key), scratch / f"data/{ds.id}.npz")
+            _stage_blob(storage, ds.storage_key, scratch / f"data/{ds.id}.npz")
             request.datasets[ds.id] = f"data/{ds.id}.npz"
             request.datasets_sha256[ds.id] = ds.sha256
     return request
@@ -218,22 +225,30 @@ def execute_inspection(model_id: str, settings: Settings) -> str | None:
     scratch = storage.new_scratch(f"inspect-{model_id}")
     try:
         rel = model_filename("model", fmt)
-        shutil.copyfile(storage.path_of(key), scratch / rel)
-        request = SandboxRequest(
-            kind="inspect", model=ModelFile(path=rel, format=fmt, input_shapes=shapes)
-        )
-        outcome = run_sandboxed(scratch, request, settings, settings.inspect_wall_seconds)
-        failure = failure_of(outcome, scratch, settings.inspect_wall_seconds)
+        failure: JobFailure | None
+        outcome: Outcome | None
+        try:
+            _stage_blob(storage, key, scratch / rel)
+        except JobFailure as exc:
+            failure, outcome = exc, None
+        else:
+            request = SandboxRequest(
+                kind="inspect", model=ModelFile(path=rel, format=fmt, input_shapes=shapes)
+            )
+            outcome = run_sandboxed(scratch, request, settings, settings.inspect_wall_seconds)
+            failure = failure_of(outcome, scratch, settings.inspect_wall_seconds)
         if failure is not None:
             values: dict[str, Any] = {"status": ModelStatus.rejected, "error": failure.to_problem()}
         else:
-            info = (outcome.result.model if outcome.result else None) or {}
+            info = (outcome.result.model if outcome and outcome.result else None) or {}
             values = {
                 "status": ModelStatus.ready,
                 **{k: info.get(k) for k in ("inputs", "outputs", "parameter_count", "opset")},
             }
         with session_scope() as session:
-            models.finish_inspection(session, model_id, values)
+            if models.finish_inspection(session, model_id, values) and failure is not None:
+                # A rejected model keeps its row and error, not its bytes.
+                release_after_commit(session, storage, key, settings.blob_grace_seconds)
         return str(values["status"])
     finally:
         storage.remove_tree(scratch)

@@ -1,14 +1,18 @@
-"""Housekeeping: requeue jobs whose worker died, re-publish lost messages, retry inspections."""
+"""Housekeeping: requeue jobs whose worker died, re-publish lost messages, retry inspections,
+collect unreferenced blobs and scratch, scrub stored bytes."""
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from sqlalchemy import update
 
+from app.blobs import service as blobs
 from app.core.config import Settings
 from app.core.queue import INSPECT_MODEL, RUN_JOB, job_queue, publish_after_commit
+from app.core.storage import get_storage
 from app.db.base import utcnow
 from app.db.orm import Job, JobStatus, MlModel
 from app.db.session import session_scope
@@ -80,8 +84,39 @@ def _queue(job: Job) -> str:
     return job_queue(str((job.spec or {}).get("device", "cpu")))
 
 
+class StorageHousekeeping:
+    """Garbage collection and the scrub, each at its own interval, from the periodic tick.
+
+    The collector runs at the first tick; the scrub (a re-hash of every blob) waits one full
+    interval, so a restart does not re-read the whole store.
+    """
+
+    def __init__(self) -> None:
+        self.last_gc = float("-inf")
+        self.last_scrub = time.monotonic()
+
+    def __call__(self, settings: Settings) -> None:
+        now, storage = time.monotonic(), get_storage(settings)
+        if now - self.last_gc >= settings.gc_interval_seconds:
+            self.last_gc = now
+            with session_scope() as session:
+                blobs.collect_garbage(session, storage, settings)
+        if settings.scrub_interval_seconds and now - self.last_scrub >= (
+            settings.scrub_interval_seconds
+        ):
+            self.last_scrub = now
+            blobs.scrub(storage)
+
+
+housekeep_storage = StorageHousekeeping()
+
+
 def tick(settings: Settings) -> None:
     """One housekeeping round (the scheduler and the embedded worker call it periodically)."""
     reap_expired(settings)
     if not settings.embedded_queue:
         redispatch(settings)
+    try:
+        housekeep_storage(settings)
+    except Exception:
+        log.exception("storage housekeeping failed; it runs again at the next tick")

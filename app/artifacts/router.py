@@ -16,12 +16,14 @@ router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
 @router.get(
     "/{job_id}/artifacts/{name}",
     response_class=FileResponse,
-    responses=problem_responses(404),
+    responses=problem_responses(404, 500),
     summary="Download an artifact",
 )
 def download_artifact(
     job_id: str, name: str, session: SessionDep, storage: StorageDep, tenant_id: CurrentTenant
 ) -> FileResponse:
+    """The stored bytes, checked against their sha256 first: a blob that no longer matches is
+    quarantined and answers 500 `artifact_corrupt`, never its bytes."""
     art, path = service.get_artifact_file(
         session=session, storage=storage, tenant_id=tenant_id, job_id=job_id, name=name
     )
@@ -37,7 +39,7 @@ def download_artifact(
     "/{job_id}/report",
     response_model=Report,
     response_model_exclude_unset=True,
-    responses=problem_responses(404),
+    responses=problem_responses(404, 500),
     summary="The JSON report",
 )
 def get_report(
@@ -50,7 +52,7 @@ def get_report(
 @router.get(
     "/{job_id}/report.html",
     response_class=HTMLResponse,
-    responses=problem_responses(404),
+    responses=problem_responses(404, 500),
     summary="The HTML report",
 )
 def get_report_html(

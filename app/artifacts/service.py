@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.artifacts import repository
 from app.artifacts.schemas import Report
+from app.core.config import get_settings
 from app.core.errors import NotFound
 from app.core.storage import Storage
 from app.db.orm import Artifact
@@ -32,12 +33,14 @@ def get_artifact_file(
 
     Raises:
         NotFound: no such job for this tenant, or the job has no artifact of that name.
+        ArtifactCorrupt: the stored bytes no longer match their hash (they are never served).
     """
     get_job_or_raise(session, tenant_id, job_id)
     art = repository.get(session, tenant_id, job_id, name)
     if art is None:
         raise NotFound(f"Job {job_id} has no artifact {name!r}.")
-    return StoredArtifact(art, storage.path_of(art.storage_key))
+    limit = get_settings().verify_download_max_bytes
+    return StoredArtifact(art, storage.verified_path(art.storage_key, art.size_bytes, limit))
 
 
 def get_report(*, session: Session, storage: Storage, tenant_id: str, job_id: str) -> Report:

@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     )
     storage_url: str | None = Field(None, description="Artifact storage root (a local path).")
     max_upload_bytes: int = Field(2 * 1024**3, description="Upload limit; 413 above it.")
+    external_data_threshold_bytes: int = Field(
+        1_800_000_000,
+        ge=0,
+        description="An ONNX result whose tensors pass this size keeps them in an external data "
+        "file and is delivered as a zip (`model.zip`); 0 forces it (tests).",
+    )
     max_dataset_bytes: int = Field(512 * 1024**2, description="Uncompressed .npz limit.")
     auth_required: bool = Field(False, description="Require `Authorization: Bearer <key>`.")
     api_key_pepper: SecretStr = Field(
@@ -48,6 +54,24 @@ class Settings(BaseSettings):
     job_max_attempts: int = Field(2, description="Attempts before a job fails `worker_lost`.")
     redispatch_after_seconds: int = Field(30, description="Re-publish jobs queued this long.")
     poll_interval_seconds: float = Field(0.5, description="Embedded worker's polling interval.")
+
+    # Blob lifetimes and integrity (app/blobs/service.py).
+    blob_grace_seconds: float = Field(
+        600,
+        description="Unreferenced blobs and idle scratch younger than this are kept: an upload "
+        "or a job may be about to commit a row for them.",
+    )
+    gc_interval_seconds: float = Field(
+        600, description="How often the housekeeping removes unreferenced blobs and scratch."
+    )
+    scrub_interval_seconds: float = Field(
+        86400, description="How often every stored blob is re-hashed (0 turns the scrub off)."
+    )
+    verify_download_max_bytes: int = Field(
+        64 * 1024**2,
+        description="Downloads and job staging re-hash blobs up to this size (every blob's "
+        "size is always checked; larger ones rely on the scrub).",
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -76,6 +76,12 @@ class InvalidDataset(Unprocessable):
     code, title = "invalid_dataset", "Invalid dataset"
 
 
+class ArtifactCorrupt(AppError):
+    """Stored bytes that no longer match their hash: never served (see app/blobs/service.py)."""
+
+    status, code, title = 500, "artifact_corrupt", "Stored bytes failed their integrity check"
+
+
 class InsufficientStorage(AppError):
     status, code, title = 507, "insufficient_storage", "Insufficient storage"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.pagination import paginate
@@ -17,8 +17,3 @@ def get(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
 def list_page(session: Session, tenant_id: str, limit: int, cursor: str | None) -> list[Dataset]:
     stmt = paginate(select(Dataset).where(Dataset.tenant_id == tenant_id), Dataset, limit, cursor)
     return list(session.scalars(stmt))
-
-
-def count_by_storage_key(session: Session, storage_key: str) -> int:
-    stmt = select(func.count()).select_from(Dataset).where(Dataset.storage_key == storage_key)
-    return int(session.scalar(stmt) or 0)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app.core.config import Settings
+from app.blobs.service import release_after_commit
+from app.core.config import Settings, get_settings
 from app.core.errors import NotFound
 from app.core.pagination import Page, page_of
 from app.core.storage import Storage
@@ -66,9 +67,8 @@ def list_datasets(
 
 
 def delete_dataset(*, session: Session, storage: Storage, tenant_id: str, dataset_id: str) -> None:
-    """Delete a dataset; its bytes go when no other row refers to them."""
+    """Delete a dataset; its bytes go once no row of any kind refers to them."""
     dataset = get_dataset_or_raise(session, tenant_id, dataset_id)
     session.delete(dataset)
     session.flush()
-    if repository.count_by_storage_key(session, dataset.storage_key) == 0:
-        storage.delete(dataset.storage_key)
+    release_after_commit(session, storage, dataset.storage_key, get_settings().blob_grace_seconds)

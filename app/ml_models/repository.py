@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.core.pagination import paginate
@@ -18,11 +18,6 @@ def get(session: Session, tenant_id: str, model_id: str) -> MlModel | None:
 def list_page(session: Session, tenant_id: str, limit: int, cursor: str | None) -> list[MlModel]:
     stmt = paginate(select(MlModel).where(MlModel.tenant_id == tenant_id), MlModel, limit, cursor)
     return list(session.scalars(stmt))
-
-
-def count_by_storage_key(session: Session, storage_key: str) -> int:
-    stmt = select(func.count()).select_from(MlModel).where(MlModel.storage_key == storage_key)
-    return int(session.scalar(stmt) or 0)
 
 
 def has_jobs(session: Session, model_id: str) -> bool:

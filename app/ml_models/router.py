@@ -127,10 +127,14 @@ def delete_model(
     return Response(status_code=204)
 
 
-@router.get("/{model_id}/file", responses=problem_responses(404), response_class=FileResponse)
+@router.get(
+    "/{model_id}/file", responses=problem_responses(404, 409, 500), response_class=FileResponse
+)
 def download_model(
     model_id: str, session: SessionDep, storage: StorageDep, tenant_id: CurrentTenant
 ) -> FileResponse:
+    """The uploaded file, checked against its sha256 first (`artifact_corrupt` instead of bad
+    bytes); a rejected model's bytes are not kept (409 `model_rejected`)."""
     model, path = service.get_model_file(
         session=session, storage=storage, tenant_id=tenant_id, model_id=model_id
     )

@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.blobs.service import release_after_commit
+from app.core.config import get_settings
 from app.core.errors import Conflict, NotFound, Unprocessable
 from app.core.formats import TORCHSCRIPT
 from app.core.pagination import Page, page_of
@@ -119,13 +121,24 @@ def list_models(
 def get_model_file(
     *, session: Session, storage: Storage, tenant_id: str, model_id: str
 ) -> tuple[MlModel, Path]:
-    """The tenant's model and its stored file, for download."""
+    """The tenant's model and its stored file, for download, checked against its hash.
+
+    Raises:
+        Conflict: the model was rejected (its bytes are gone).
+        ArtifactCorrupt: the stored bytes no longer match.
+    """
     model = get_model_or_raise(session, tenant_id, model_id)
-    return model, storage.path_of(model.storage_key)
+    if model.status == ModelStatus.rejected:
+        raise Conflict(
+            "A rejected model's bytes are not kept; upload a fixed file.", code="model_rejected"
+        )
+    limit = get_settings().verify_download_max_bytes
+    return model, storage.verified_path(model.storage_key, model.size_bytes, limit)
 
 
 def delete_model(*, session: Session, storage: Storage, tenant_id: str, model_id: str) -> None:
-    """Delete a model with no jobs; its bytes go when no other row refers to them.
+    """Delete a model with no jobs; its bytes go once no row of any kind
+    refers to them (app/blobs).
 
     Raises:
         Conflict: jobs refer to the model (delete them first).
@@ -135,5 +148,4 @@ def delete_model(*, session: Session, storage: Storage, tenant_id: str, model_id
         raise Conflict("Jobs refer to this model.", code="model_in_use")
     session.delete(model)
     session.flush()
-    if repository.count_by_storage_key(session, model.storage_key) == 0:
-        storage.delete(model.storage_key)
+    release_after_commit(session, storage, model.storage_key, get_settings().blob_grace_seconds)

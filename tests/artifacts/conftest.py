@@ -1,46 +1,11 @@
-"""A way to give the queued job (tests/conftest.py: `job`) stored artifacts, as the worker would."""
+"""The smallest documented report, for the artifact tests (`store_artifact`: tests/conftest.py)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-
-from app.core.storage import get_storage
-from app.db.orm import Artifact, Job
-from app.db.session import session_scope
-
-
-@pytest.fixture
-def store_artifact(env: dict[str, str], tmp_path: Path) -> Callable[..., str]:
-    """Store bytes content-addressed and record them as an artifact of a job; returns the sha256."""
-
-    def _store(job_id: str, name: str, data: bytes, media_type: str = "text/plain") -> str:
-        sha = hashlib.sha256(data).hexdigest()
-        src = tmp_path / f"{sha}.part"
-        src.write_bytes(data)
-        key = get_storage().put(src, sha)
-        with session_scope(env["MODELPRESS_DATABASE_URL"]) as session:
-            tenant_id = session.scalars(select(Job.tenant_id).where(Job.id == job_id)).one()
-            session.add(
-                Artifact(
-                    job_id=job_id,
-                    tenant_id=tenant_id,
-                    name=name,
-                    kind="report" if name.startswith("report.") else "model",
-                    media_type=media_type,
-                    size_bytes=len(data),
-                    sha256=sha,
-                    storage_key=key,
-                )
-            )
-        return sha
-
-    return _store
 
 
 def report_document(job_id: str) -> dict[str, Any]:

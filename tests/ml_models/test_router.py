@@ -252,16 +252,3 @@ def test_deleting_one_of_two_sharing_models_keeps_the_other_downloadable(
     response = client.get(f"/v1/models/{second['id']}/file")
     assert response.status_code == 200
     assert response.content == data
-
-
-def test_deleting_the_last_reference_removes_the_blob(
-    client: Any, env: dict[str, str], mlp_onnx: Path
-) -> None:
-    data = mlp_onnx.read_bytes()
-    first = _upload(client, data).json()
-    second = _upload(client, data).json()
-
-    client.delete(f"/v1/models/{first['id']}")
-    client.delete(f"/v1/models/{second['id']}")
-
-    assert not _blob(env, first["sha256"]).exists()
