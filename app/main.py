@@ -13,11 +13,17 @@ from app import __version__
 from app.artifacts.router import router as artifacts_router
 from app.core.config import get_settings
 from app.core.logging import configure_logging
+from app.core.ratelimit import build_rate_limiter
 from app.datasets.router import router as datasets_router
 from app.db.migrate import upgrade_head
+from app.http.body_limit import BodyLimitMiddleware
 from app.http.docs import install_docs
 from app.http.ops import router as ops_router
-from app.http.problems import install_problem_handlers
+from app.http.problems import (
+    document_rate_limit,
+    document_validation_problems,
+    install_problem_handlers,
+)
 from app.jobs.router import router as jobs_router
 from app.ml_models.router import router as models_router
 from app.passes.router import router as passes_router
@@ -40,6 +46,15 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "detail": {"type": "string"},
         "code": {"type": "string", "description": "Stable machine code, e.g. `unsafe_pickle`."},
         "instance": {"type": "string"},
+        "pointer": {"type": "string", "description": "JSON pointer to the refused spec field."},
+        "errors": {
+            "type": "array",
+            "description": "Validation errors (`validation_error`), each with its JSON pointer.",
+            "items": {
+                "type": "object",
+                "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
     },
 }
 
@@ -63,7 +78,13 @@ def create_app() -> FastAPI:
         redoc_url=None,
         lifespan=_lifespan,
     )
+    app.state.rate_limiter = build_rate_limiter(get_settings())  # per app: tests get their own
     install_problem_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        limit=lambda: get_settings().max_body_bytes,
+        upload_paths=(models_router.prefix, datasets_router.prefix),
+    )
     install_docs(app)
     routers = (models_router, datasets_router, jobs_router, artifacts_router, passes_router)
     for router in (*routers, ops_router):
@@ -76,6 +97,8 @@ def create_app() -> FastAPI:
             schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDetail"] = (
                 PROBLEM_SCHEMA
             )
+            document_validation_problems(schema)
+            document_rate_limit(schema)
         return app.openapi_schema or schema
 
     app.openapi = openapi  # type: ignore[method-assign]

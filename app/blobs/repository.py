@@ -16,8 +16,10 @@ REFERRING = (MlModel, Dataset, Artifact)
 
 def _keys_of(kind: type[MlModel] | type[Dataset] | type[Artifact]) -> Select[Any]:
     stmt = select(kind.storage_key)
-    if kind is MlModel:  # a rejected model keeps its row, not its bytes
-        stmt = stmt.where(MlModel.status != ModelStatus.rejected)
+    if kind is MlModel:  # a rejected or expired model keeps its row, not its bytes
+        stmt = stmt.where(MlModel.status != ModelStatus.rejected, MlModel.expired_at.is_(None))
+    elif kind is Dataset:  # retention keeps an expired dataset's row as a tombstone
+        stmt = stmt.where(Dataset.expired_at.is_(None))
     return stmt
 
 

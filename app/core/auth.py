@@ -6,14 +6,14 @@ import hashlib
 import hmac
 import secrets
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.errors import Unauthorized
 from app.db.base import utcnow
-from app.db.orm import ApiKey, Tenant
+from app.db.orm import Tenant
 from app.db.orm.tenant import DEFAULT_TENANT
+from app.tenants import repository
 
 
 def hash_key(key: str, settings: Settings) -> str:
@@ -23,12 +23,8 @@ def hash_key(key: str, settings: Settings) -> str:
 
 def get_or_create_tenant(session: Session, name: str) -> Tenant:
     """The tenant called `name`, created on first use."""
-    tenant = session.scalars(select(Tenant).where(Tenant.name == name)).first()
-    if tenant is None:
-        tenant = Tenant(name=name)
-        session.add(tenant)
-        session.flush()
-    return tenant
+    tenant = repository.get_by_name(session, name)
+    return tenant if tenant is not None else repository.add(session, name)
 
 
 def default_tenant_id(session: Session) -> str:
@@ -41,8 +37,7 @@ def create_key(session: Session, tenant_name: str, settings: Settings) -> str:
     tenant = get_or_create_tenant(session, tenant_name)
     key_id = secrets.token_hex(8)
     key = f"mp_{key_id}_{secrets.token_urlsafe(32)}"
-    session.add(ApiKey(tenant_id=tenant.id, key_id=key_id, key_hash=hash_key(key, settings)))
-    session.flush()
+    repository.add_key(session, tenant.id, key_id, hash_key(key, settings))
     return key
 
 
@@ -56,10 +51,15 @@ def authenticate(session: Session, authorization: str | None, settings: Settings
     parts = key.split("_")
     if scheme.lower() != "bearer" or len(parts) < 3 or parts[0] != "mp":
         raise Unauthorized("Send `Authorization: Bearer <api key>`.")
-    row = session.scalars(select(ApiKey).where(ApiKey.key_id == parts[1])).first()
+    row = repository.key_by_key_id(session, parts[1])
     expected = row.key_hash if row is not None else hash_key("x", settings)
     ok = hmac.compare_digest(expected, hash_key(key, settings))
     if row is None or not ok or row.revoked_at is not None:
         raise Unauthorized("Send `Authorization: Bearer <api key>`.")
     row.last_used_at = utcnow()
     return row.tenant_id
+
+
+def key_id_of(authorization: str) -> str:
+    """The key id of an `Authorization` value that `authenticate` accepted."""
+    return authorization.partition(" ")[2].split("_")[1]

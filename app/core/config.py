@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_PEPPER = "modelpress-dev-pepper"
+DEFAULT_TENANT_STORAGE_BYTES = 50 * 1024**3
 
 
 class Settings(BaseSettings):
@@ -23,6 +27,12 @@ class Settings(BaseSettings):
     )
     storage_url: str | None = Field(None, description="Artifact storage root (a local path).")
     max_upload_bytes: int = Field(2 * 1024**3, description="Upload limit; 413 above it.")
+    max_body_bytes: int = Field(
+        1024**2,
+        ge=1,
+        description="Largest request body other than a multipart upload (JSON job specs): 413 "
+        "above it, checked on Content-Length and on the bytes of a chunked body before parsing.",
+    )
     external_data_threshold_bytes: int = Field(
         1_800_000_000,
         ge=0,
@@ -32,7 +42,38 @@ class Settings(BaseSettings):
     max_dataset_bytes: int = Field(512 * 1024**2, description="Uncompressed .npz limit.")
     auth_required: bool = Field(False, description="Require `Authorization: Bearer <key>`.")
     api_key_pepper: SecretStr = Field(
-        SecretStr("modelpress-dev-pepper"), description="Server secret mixed into key hashes."
+        SecretStr(DEV_PEPPER),
+        description="Server secret mixed into key hashes. The built-in development value is "
+        "refused at start with auth on and a non-loopback bind; changing it voids every key.",
+    )
+    allow_insecure_bind: bool = Field(
+        False,
+        description="Let `modelpress run`/`api` bind a non-loopback address with auth off "
+        "(anyone who can reach the port then has full access).",
+    )
+    metrics_public: bool = Field(
+        False, description="Serve `/metrics` without a key even when auth is required."
+    )
+
+    # Abuse limits (RELIABILITY.md §4): each 0 turns its limit off.
+    rate_limit_per_minute: int = Field(
+        600,
+        ge=0,
+        description="Requests per minute per API key (per client address with auth off) on "
+        "`/v1`; above it 429 with `Retry-After`. Shared through Redis when a broker is set.",
+    )
+    tenant_max_active_jobs: int = Field(
+        20,
+        ge=0,
+        description="Queued plus running jobs per tenant; `POST /v1/jobs` above it is 429 "
+        "`too_many_active_jobs` with `Retry-After`.",
+    )
+    tenant_storage_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes per tenant (its models, datasets and job artifacts); an upload over "
+        "it is 403 `quota_exceeded`. Unset: 50 GiB with auth on, unlimited with auth off (one "
+        "local user); 0: unlimited.",
     )
     auto_migrate: bool = Field(True, description="Run `alembic upgrade head` at start.")
     cuda_enabled: bool = Field(
@@ -47,7 +88,25 @@ class Settings(BaseSettings):
     sandbox_wall_seconds: int = Field(1800, description="Wall-clock cap of a job's child.")
     sandbox_file_mb: int = Field(4096, description="Largest file a job's child may write.")
     sandbox_threads: int = Field(0, description="Intra-op threads in the child; 0 = all cores.")
+    sandbox_isolation: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="The child's jail (worker/sandbox/jail.py): its own uid, no network, only "
+        "its scratch writable. `auto` builds it where the worker runs as root and warns loudly "
+        "where it cannot; `required` fails jobs instead; `off` runs without it (tests only).",
+    )
+    sandbox_uid_base: int = Field(
+        200_000,
+        ge=1000,
+        description="Jailed children run as uid/gid base + the supervisor's pid: one uid per "
+        "concurrent child, none of them a real account.",
+    )
     inspect_wall_seconds: int = Field(120, description="Wall-clock cap of a model inspection.")
+    inspect_max_attempts: int = Field(
+        3,
+        ge=1,
+        description="Inspections of one model started before it is rejected "
+        "`inspection_failed` (one whose worker keeps dying can never block the queue).",
+    )
 
     # Job supervision.
     job_lease_seconds: int = Field(60, description="A running job whose lease lapses is requeued.")
@@ -55,6 +114,12 @@ class Settings(BaseSettings):
     redispatch_after_seconds: int = Field(30, description="Re-publish jobs queued this long.")
     poll_interval_seconds: float = Field(0.5, description="Embedded worker's polling interval.")
 
+    retention_days: float = Field(
+        0,
+        ge=0,
+        description="Jobs (from when they finished), models and datasets (from their upload) "
+        "older than this expire: their bytes go, reads answer 410 Gone. 0 keeps everything.",
+    )
     # Blob lifetimes and integrity (app/blobs/service.py).
     blob_grace_seconds: float = Field(
         600,
@@ -71,6 +136,34 @@ class Settings(BaseSettings):
         64 * 1024**2,
         description="Downloads and job staging re-hash blobs up to this size (every blob's "
         "size is always checked; larger ones rely on the scrub).",
+    )
+
+    # Webhooks (`callback_url`, app/webhooks/).
+    webhook_allow_private: bool = Field(
+        False,
+        description="Allow callback URLs that resolve to loopback, private, link-local (cloud "
+        "metadata), CGNAT, multicast or unspecified addresses (off: 422 at submit, refused at "
+        "send).",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key of `X-ModelPress-Signature`. Unset: "
+        "hex(HMAC-SHA256(api_key_pepper, 'modelpress-webhook-secret')).",
+    )
+    webhook_timeout_seconds: float = Field(
+        5.0, gt=0, le=60, description="Connect, write and read timeout of one delivery."
+    )
+    webhook_max_attempts: int = Field(
+        8, ge=1, le=50, description="Deliveries tried this often, then `dead` with the last error."
+    )
+    webhook_backoff_seconds: float = Field(
+        30.0, ge=0, description="Delay before the first retry; it doubles at each further one."
+    )
+    webhook_backoff_max_seconds: float = Field(
+        3600.0, ge=0, description="The longest delay between two attempts."
+    )
+    webhook_per_tick: int = Field(
+        20, ge=1, le=1000, description="Deliveries the housekeeping tick sends at most per round."
     )
 
     @property
@@ -91,6 +184,14 @@ class Settings(BaseSettings):
     def scratch_root(self) -> Path:
         """Per-upload and per-attempt scratch directories (same filesystem as storage)."""
         return self.storage_root / "scratch"
+
+    @property
+    def storage_quota_bytes(self) -> int | None:
+        """The per-tenant storage quota in force, None for unlimited."""
+        quota = self.tenant_storage_bytes
+        if quota is None:
+            return DEFAULT_TENANT_STORAGE_BYTES if self.auth_required else None
+        return quota or None
 
     @property
     def embedded_queue(self) -> bool:

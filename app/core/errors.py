@@ -52,8 +52,30 @@ class Conflict(AppError):
     status, code, title = 409, "conflict", "Conflict"
 
 
+class Gone(AppError):
+    """An object that retention removed (MODELPRESS_RETENTION_DAYS): it existed, and is gone."""
+
+    status, code, title = 410, "expired", "Expired"
+
+
 class PayloadTooLarge(AppError):
     status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class QuotaExceeded(AppError):
+    """The tenant's storage quota (MODELPRESS_TENANT_STORAGE_BYTES); RELIABILITY.md UP-09."""
+
+    status, code, title = 403, "quota_exceeded", "Storage quota exceeded"
+
+
+class TooManyRequests(AppError):
+    """A rate or concurrency limit; the answer carries `Retry-After` (seconds)."""
+
+    status, code, title = 429, "too_many_requests", "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(detail, code=code, retry_after=retry_after)
+        self.retry_after = retry_after
 
 
 class UnsupportedModelFormat(AppError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -14,6 +15,8 @@ from app.core.errors import BadRequest
 
 T = TypeVar("T")
 MAX_LIMIT = 200
+MAX_CURSOR_LENGTH = 512  # a cursor is a timestamp and an id, base64: far shorter
+_CURSOR_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
 class Page(BaseModel, Generic[T]):
@@ -27,9 +30,16 @@ def encode_cursor(created_at: datetime, id_: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a cursor stands for.
+
+    Raises:
+        BadRequest: `invalid_cursor` (400), for anything `encode_cursor` did not write.
+    """
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, id_ = raw.split("|", 1)
+        if not _CURSOR_ID.fullmatch(id_):  # ids are UUIDs; never send the database a NUL
+            raise ValueError("not an id")
         return datetime.fromisoformat(stamp), id_
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadRequest("Invalid cursor.", code="invalid_cursor") from exc

@@ -98,6 +98,10 @@ class Storage:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with src.open("rb") as fh:
             os.fsync(fh.fileno())
+        # A job's artifact was written by its jailed child, as the child's own uid: the blob
+        # becomes the store's, read-only to others.
+        os.chown(src, os.geteuid(), os.getegid())
+        os.chmod(src, 0o644)
         os.replace(src, dest)
         _fsync_dir(dest.parent)
         return key

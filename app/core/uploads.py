@@ -6,6 +6,8 @@ limit for file parts; this parser enforces ours while reading and never holds th
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -14,12 +16,27 @@ from typing import IO, Any
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.core.errors import BadRequest, PayloadTooLarge, Unprocessable
+from app.core.errors import BadRequest, InsufficientStorage, PayloadTooLarge, Unprocessable
 
 MAX_FIELDS = 8
 MAX_FIELD_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 8 * 1024
 MULTIPART_OVERHEAD = MAX_FIELDS * (MAX_FIELD_BYTES + MAX_HEADER_BYTES) + 64 * 1024
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError that says the filesystem (or the quota on it) has no room left."""
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL
+
+
+def insufficient_storage() -> InsufficientStorage:
+    return InsufficientStorage("The server has no room left to store this upload; try later.")
+
+
+class FileTooLarge(PayloadTooLarge):
+    """The file part (or the declared length) passed `limit`: what a caller that lowered the
+    limit (a tenant's storage quota) tells apart from an oversized form field."""
 
 
 @dataclass
@@ -78,7 +95,7 @@ def _on_part_data(st: _State, data: bytes, start: int, end: int) -> None:
     if st.fh is not None:
         st.size += len(chunk)
         if st.size > st.limit:
-            raise PayloadTooLarge(f"The upload exceeds the limit of {st.limit} bytes.")
+            raise FileTooLarge(f"The upload exceeds the limit of {st.limit} bytes.")
         st.fh.write(chunk)
         st.digest.update(chunk)
         return
@@ -138,7 +155,10 @@ async def receive_multipart(
 
     Raises:
         BadRequest: not multipart, malformed, or too many parts/headers.
-        PayloadTooLarge: the file is larger than `limit` (reading stops at limit + 1 byte).
+        PayloadTooLarge: the file is larger than `limit` (reading stops at limit + 1 byte), or
+            the whole body (preamble, fields, epilogue included) larger than `limit` plus
+            `MULTIPART_OVERHEAD`.
+        InsufficientStorage: the disk filled up (ENOSPC, EDQUOT) while the file was written.
         Unprocessable: no file part, or an empty file.
     """
     check_content_length(content_length, limit)
@@ -149,21 +169,40 @@ async def receive_multipart(
     st = _State(dest=dest, limit=limit, file_field=file_field)
     parser = _parser(st, boundary)
     try:
-        async for chunk in stream:
-            parser.write(chunk)
-        parser.finalize()
+        await _feed(parser, stream, limit)
     except (BadRequest, PayloadTooLarge):
+        raise
+    except OSError as exc:  # writing the file part
+        if is_disk_full(exc):
+            raise insufficient_storage() from exc
         raise
     except Exception as exc:  # the parser's own errors: malformed input
         raise BadRequest("Malformed multipart body.", code="malformed_multipart") from exc
     finally:
-        if st.fh is not None:
-            st.fh.close()
+        _close_quietly(st)
     if st.file is None:
         raise Unprocessable(f"The form has no `{file_field}` part.", code="missing_file")
     if st.file.size == 0:
         raise Unprocessable("The uploaded file is empty.", code="empty_file")
     return st.file, st.fields
+
+
+async def _feed(parser: MultipartParser, stream: AsyncIterator[bytes], limit: int) -> None:
+    """Every byte of the body counts: the parser skips a preamble and an epilogue unseen."""
+    total, cap = 0, limit + MULTIPART_OVERHEAD
+    async for chunk in stream:
+        total += len(chunk)
+        if total > cap:
+            raise FileTooLarge(f"The upload exceeds the limit of {limit} bytes.")
+        parser.write(chunk)
+    parser.finalize()
+
+
+def _close_quietly(st: _State) -> None:
+    if st.fh is not None:
+        with contextlib.suppress(OSError):  # the flush fails too on a full disk: already raised
+            st.fh.close()
+        st.fh = None
 
 
 def check_content_length(value: str | None, limit: int) -> None:
@@ -178,4 +217,4 @@ def check_content_length(value: str | None, limit: int) -> None:
     if not value.isdigit():
         raise BadRequest("Invalid Content-Length.", code="invalid_content_length")
     if int(value) > limit + MULTIPART_OVERHEAD:
-        raise PayloadTooLarge(f"The upload exceeds the limit of {limit} bytes.")
+        raise FileTooLarge(f"The upload exceeds the limit of {limit} bytes.")

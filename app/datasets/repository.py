@@ -15,5 +15,10 @@ def get(session: Session, tenant_id: str, dataset_id: str) -> Dataset | None:
 
 
 def list_page(session: Session, tenant_id: str, limit: int, cursor: str | None) -> list[Dataset]:
-    stmt = paginate(select(Dataset).where(Dataset.tenant_id == tenant_id), Dataset, limit, cursor)
+    stmt = paginate(
+        select(Dataset).where(Dataset.tenant_id == tenant_id, Dataset.expired_at.is_(None)),
+        Dataset,
+        limit,
+        cursor,
+    )
     return list(session.scalars(stmt))

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.core.pagination import MAX_LIMIT, Page
+from app.core.pagination import MAX_CURSOR_LENGTH, MAX_LIMIT, Page
 from app.datasets import service
 from app.datasets.schemas import DatasetRead
 from app.http.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
@@ -45,7 +45,7 @@ UPLOAD_BODY = {
     status_code=201,
     response_model=DatasetRead,
     openapi_extra=UPLOAD_BODY,
-    responses=problem_responses(400, 413, 422),
+    responses=problem_responses(400, 403, 413, 422, 429, 507),
     summary="Upload a dataset",
 )
 async def upload_dataset(
@@ -72,12 +72,14 @@ async def upload_dataset(
     return await run_in_threadpool(_create)
 
 
-@router.get("", response_model=Page[DatasetRead], summary="List datasets")
+@router.get(
+    "", response_model=Page[DatasetRead], summary="List datasets", responses=problem_responses(400)
+)
 def list_datasets(
     session: SessionDep,
     tenant_id: CurrentTenant,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
 ) -> Page[DatasetRead]:
     return service.list_datasets(session, tenant_id, limit, cursor)
 

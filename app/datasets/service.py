@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 
 from app.blobs.service import release_after_commit
 from app.core.config import Settings, get_settings
-from app.core.errors import NotFound
+from app.core.errors import Gone, NotFound
 from app.core.pagination import Page, page_of
 from app.core.storage import Storage
 from app.core.uploads import UploadedFile
@@ -15,6 +15,7 @@ from app.datasets.npz import inspect_npz, num_samples
 from app.datasets.schemas import DatasetRead
 from app.db.orm import Dataset
 from app.ml_models.service import display_name
+from app.tenants.service import check_storage
 
 
 def create_dataset(
@@ -30,9 +31,11 @@ def create_dataset(
 
     Raises:
         InvalidDataset: see `inspect_npz`.
+        QuotaExceeded: the tenant's storage quota has no room for the file.
     """
     arrays = inspect_npz(upload.path, settings.max_dataset_bytes)
     samples = num_samples(arrays)
+    check_storage(session, settings, tenant_id, upload.size)  # before a byte is stored
     key = storage.put(upload.path, upload.sha256)
     dataset = Dataset(
         tenant_id=tenant_id,
@@ -53,6 +56,8 @@ def get_dataset_or_raise(session: Session, tenant_id: str, dataset_id: str) -> D
     dataset = repository.get(session, tenant_id, dataset_id)
     if dataset is None:
         raise NotFound(f"No dataset {dataset_id}.")
+    if dataset.expired_at is not None:
+        raise Gone(f"Dataset {dataset_id} expired on {dataset.expired_at:%Y-%m-%d} (retention).")
     return dataset
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from app.core.health import readiness_checks
-from app.http.deps import SessionDep, SettingsDep
+from app.http.deps import MetricsAccess, SessionDep, SettingsDep
 from app.http.problems import Problem
 from app.jobs.service import count_jobs_by_status
 
@@ -34,7 +34,12 @@ def readyz(settings: SettingsDep) -> Response:
     return Problem(body, 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (needs a key when auth is on, unless MODELPRESS_METRICS_PUBLIC)",
+    response_class=Response,
+    dependencies=[MetricsAccess],
+)
 def metrics(session: SessionDep) -> Response:
     registry = CollectorRegistry()
     jobs = Gauge(

@@ -26,7 +26,7 @@ def get_by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job | 
 def list_page(
     session: Session, tenant_id: str, status: str | None, limit: int, cursor: str | None
 ) -> list[Job]:
-    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    stmt = select(Job).where(Job.tenant_id == tenant_id, Job.expired_at.is_(None))
     if status:
         stmt = stmt.where(Job.status == status)
     return list(session.scalars(paginate(stmt, Job, limit, cursor)))
@@ -59,6 +59,12 @@ def queued(session: Session, dispatched_before: datetime | None, limit: int = 10
 def expired_running(session: Session, now: datetime, limit: int = 100) -> list[Job]:
     stmt = select(Job).where(Job.status == JobStatus.running, Job.lease_expires_at < now)
     return list(session.scalars(stmt.limit(limit)))
+
+
+def running_on(session: Session, worker: str) -> list[Job]:
+    """The running jobs a given worker claimed."""
+    stmt = select(Job).where(Job.status == JobStatus.running, Job.worker == worker)
+    return list(session.scalars(stmt))
 
 
 def claim(session: Session, job_id: str, worker: str, lease_seconds: int) -> int | None:
@@ -97,3 +103,11 @@ def upsert_artifact(session: Session, values: dict[str, Any]) -> None:
         delete(Artifact).where(Artifact.job_id == values["job_id"], Artifact.name == values["name"])
     )
     session.add(Artifact(**values))
+
+
+def delete_with_artifacts(session: Session, job_id: str) -> list[str]:
+    """Delete a job and its artifact rows; returns the storage keys those rows referred to."""
+    keys = list(session.scalars(select(Artifact.storage_key).where(Artifact.job_id == job_id)))
+    session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+    session.execute(delete(Job).where(Job.id == job_id))
+    return keys

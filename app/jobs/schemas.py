@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.db.orm import JobStatus
+from app.passes.base import NodeName, SpecId
 from app.passes.spec import StepConfig
+from app.webhooks.address import MAX_URL_LENGTH, check_syntax
 
-Shape = list[int]
+Shape = Annotated[list[int], Field(max_length=8)]
+MAX_INPUTS = 256  # named inputs in `benchmark.input_shapes`
 
 
 class BenchmarkSpec(BaseModel):
     """How latency is measured; original and optimized run interleaved on the same inputs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     batch_sizes: list[int] = Field(
         default_factory=lambda: [1, 8],
@@ -37,8 +40,9 @@ class BenchmarkSpec(BaseModel):
     memory: bool = Field(
         True, description="Measure each model's peak RSS alone in a short-lived process."
     )
-    input_shapes: dict[str, Shape] | None = Field(
+    input_shapes: dict[NodeName, Shape] | None = Field(
         None,
+        max_length=MAX_INPUTS,
         description="Fill dynamic dims by input name (full shape; the batch dim is replaced), "
         'e.g. `{"input_ids": [1, 128]}`. Defaults: 128 for integer inputs, 32 for float.',
     )
@@ -62,9 +66,9 @@ class BenchmarkSpec(BaseModel):
 class EvaluationSpec(BaseModel):
     """Accuracy (or another metric) of original and optimized on a labelled dataset."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    dataset_id: str = Field(description="An uploaded .npz with a `labels` array.")
+    dataset_id: SpecId = Field(description="An uploaded .npz with a `labels` array.")
     metric: Literal["accuracy", "top5", "mse", "mae", "cosine"] = Field(
         "accuracy",
         description="`accuracy`/`top5` on class ids (or one-hot labels); `mse`/`mae` on target "
@@ -75,14 +79,16 @@ class EvaluationSpec(BaseModel):
 class Constraints(BaseModel):
     """The budget the verdict is judged against."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_accuracy_drop: float | None = Field(
         None, ge=0, le=1, description="Absolute fraction: 0.01 = one accuracy point."
     )
     min_speedup: float | None = Field(None, gt=0, le=1000, description="At every batch size.")
-    max_size_bytes: int | None = Field(None, gt=0)
-    max_latency_ms: float | None = Field(None, gt=0, description="p50 at every batch size.")
+    max_size_bytes: int | None = Field(None, gt=0, le=2**53)
+    max_latency_ms: float | None = Field(
+        None, gt=0, le=86_400_000, description="p50 at every batch size."
+    )
     fail_if_slower: bool = Field(
         True,
         description="Not met if the result is slower than the original at any batch size, beyond "
@@ -99,7 +105,10 @@ class Constraints(BaseModel):
         ">= 0.90).",
     )
     max_abs_error: float | None = Field(
-        None, gt=0, description="Fidelity without labels: every output's `max_abs_error`."
+        None,
+        gt=0,
+        le=1e30,
+        description="Fidelity without labels: every output's `max_abs_error`.",
     )
 
 
@@ -109,9 +118,9 @@ AUTO_ONLY = ("objective", "calibration_dataset_id", "time_budget_s")
 class JobCreate(BaseModel):
     """A job: which model, which steps (or `recipe: auto`), how to measure, what budget."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    model_id: str = Field(description="An uploaded model in status `ready`.")
+    model_id: SpecId = Field(description="An uploaded model in status `ready`.")
     steps: list[StepConfig] | None = Field(
         None, min_length=1, max_length=20, description="Run in order. Or give `recipe`."
     )
@@ -123,7 +132,7 @@ class JobCreate(BaseModel):
     objective: Literal["latency", "size"] = Field(
         "latency", description="`recipe: auto` only: what 'best' means among those that qualify."
     )
-    calibration_dataset_id: str | None = Field(
+    calibration_dataset_id: SpecId | None = Field(
         None,
         description="`recipe: auto` only: data for static quantization, pruning and "
         "distillation candidates (never the evaluation set).",
@@ -142,6 +151,22 @@ class JobCreate(BaseModel):
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     evaluation: EvaluationSpec | None = None
     constraints: Constraints | None = None
+    callback_url: str | None = Field(
+        None,
+        max_length=MAX_URL_LENGTH,
+        description="Webhook: when the job ends (`succeeded`, `failed`, `cancelled`) a JSON POST "
+        "goes here, signed with HMAC-SHA256 of the body in `X-ModelPress-Signature: "
+        "sha256=<hex>` (with `X-ModelPress-Delivery` and `X-ModelPress-Timestamp`, both also in "
+        "the signed body), retried with exponential backoff. https or http, no user info; hosts "
+        "resolving to loopback, private, link-local (cloud metadata), CGNAT, multicast or "
+        "unspecified addresses are refused unless the operator sets "
+        "MODELPRESS_WEBHOOK_ALLOW_PRIVATE. Redirects are not followed.",
+    )
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, v: str | None) -> str | None:
+        return None if v is None else check_syntax(v)
 
     @model_validator(mode="after")
     def _steps_or_recipe(self) -> JobCreate:

@@ -9,18 +9,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.artifacts import repository as artifacts
-from app.core.config import Settings
-from app.core.errors import Conflict, NotFound, SpecInvalid
+from app.blobs.service import release_after_commit
+from app.core.config import Settings, get_settings
+from app.core.errors import Conflict, Gone, NotFound, SpecInvalid
 from app.core.pagination import Page, page_of
 from app.core.queue import RUN_JOB, job_queue, publish_after_commit
+from app.core.storage import Storage
 from app.datasets import repository as datasets
 from app.db.base import utcnow
 from app.db.orm import Artifact, Job, JobStatus, MlModel, ModelStatus
+from app.db.orm.job import TERMINAL
 from app.jobs import repository
 from app.jobs.schemas import ArtifactRead, JobCreate, JobRead, dataset_refs
 from app.ml_models import repository as models
 from app.passes.base import ModelInfo
 from app.passes.spec import check_chain
+from app.tenants.service import check_can_submit
+from app.webhooks import service as webhooks
 
 
 def spec_digest(spec: JobCreate) -> str:
@@ -33,6 +38,8 @@ def _check_model(session: Session, tenant_id: str, spec: JobCreate) -> MlModel:
     model = models.get(session, tenant_id, spec.model_id)
     if model is None:
         raise SpecInvalid(f"No model {spec.model_id}.", pointer="/model_id")
+    if model.expired_at is not None:
+        raise Gone(f"Model {model.id} expired (retention).", pointer="/model_id")
     if model.status != ModelStatus.ready:
         raise SpecInvalid(
             f"Model {model.id} is `{model.status}`, not `ready`.", pointer="/model_id"
@@ -42,8 +49,11 @@ def _check_model(session: Session, tenant_id: str, spec: JobCreate) -> MlModel:
 
 def _check_datasets(session: Session, tenant_id: str, spec: JobCreate) -> None:
     for pointer, dataset_id in dataset_refs(spec.model_dump(mode="json")):
-        if datasets.get(session, tenant_id, dataset_id) is None:
+        dataset = datasets.get(session, tenant_id, dataset_id)
+        if dataset is None:
             raise SpecInvalid(f"No dataset {dataset_id}.", pointer=pointer)
+        if dataset.expired_at is not None:
+            raise Gone(f"Dataset {dataset_id} expired (retention).", pointer=pointer)
 
 
 def _check_spec(session: Session, settings: Settings, tenant_id: str, spec: JobCreate) -> MlModel:
@@ -54,6 +64,8 @@ def _check_spec(session: Session, settings: Settings, tenant_id: str, spec: JobC
         )
     model = _check_model(session, tenant_id, spec)
     _check_datasets(session, tenant_id, spec)
+    if spec.callback_url is not None:
+        webhooks.check_callback(spec.callback_url, settings)
     if spec.steps is not None:
         info = ModelInfo(model.format, model.inputs or [], model.outputs or [])
         check_chain(list(spec.steps), info)
@@ -86,6 +98,8 @@ def create_job(
     Raises:
         SpecInvalid: model or dataset missing, or a step that cannot run at its point.
         Conflict: the idempotency key was used with a different spec.
+        TooManyRequests: `too_many_active_jobs` (MODELPRESS_TENANT_MAX_ACTIVE_JOBS).
+        QuotaExceeded: the tenant's storage is full.
     """
     digest = spec_digest(spec)
     if idempotency_key:
@@ -93,6 +107,7 @@ def create_job(
         if existing is not None:
             return _replay(existing, digest), False
     model = _check_spec(session, settings, tenant_id, spec)
+    check_can_submit(session, settings, tenant_id)  # active-jobs limit, storage quota
     job = Job(
         tenant_id=tenant_id,
         model_id=model.id,
@@ -127,11 +142,39 @@ def _replay(existing: Job, digest: str) -> Job:
 
 
 def get_job_or_raise(session: Session, tenant_id: str, job_id: str) -> Job:
-    """The tenant's job, or NotFound (another tenant's job looks like a missing one)."""
+    """The tenant's job, or NotFound (another tenant's job looks like a missing one).
+
+    Raises:
+        NotFound: no such job for this tenant.
+        Gone: retention expired the job (its artifacts and report are gone).
+    """
     job = repository.get(session, tenant_id, job_id)
     if job is None:
         raise NotFound(f"No job {job_id}.")
+    if job.expired_at is not None:
+        raise Gone(f"Job {job_id} expired on {job.expired_at:%Y-%m-%d} (retention).")
     return job
+
+
+def delete_job(*, session: Session, storage: Storage, tenant_id: str, job_id: str) -> None:
+    """Delete a finished job, its artifacts and its report (an expired job's row too).
+
+    Their bytes go after the commit, once no row of any kind refers to them (app/blobs).
+
+    Raises:
+        NotFound: no such job for this tenant.
+        Conflict: the job is queued or running (cancel it first).
+    """
+    job = repository.get(session, tenant_id, job_id)
+    if job is None:
+        raise NotFound(f"No job {job_id}.")
+    if job.status not in TERMINAL:
+        raise Conflict(
+            f"Job {job.id} is {job.status}: cancel it first, then delete it.", code="job_active"
+        )
+    grace = get_settings().blob_grace_seconds
+    for key in set(repository.delete_with_artifacts(session, job.id)):
+        release_after_commit(session, storage, key, grace)
 
 
 def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
@@ -148,7 +191,7 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
         {JobStatus.queued},
         {"status": JobStatus.cancelled, "cancel_requested": True, "finished_at": now},
     ):
-        pass
+        webhooks.enqueue_terminal(session, job.id)
     elif not repository.transition(
         session, job.id, {JobStatus.running}, {"cancel_requested": True}
     ):

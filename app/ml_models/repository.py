@@ -16,7 +16,12 @@ def get(session: Session, tenant_id: str, model_id: str) -> MlModel | None:
 
 
 def list_page(session: Session, tenant_id: str, limit: int, cursor: str | None) -> list[MlModel]:
-    stmt = paginate(select(MlModel).where(MlModel.tenant_id == tenant_id), MlModel, limit, cursor)
+    stmt = paginate(
+        select(MlModel).where(MlModel.tenant_id == tenant_id, MlModel.expired_at.is_(None)),
+        MlModel,
+        limit,
+        cursor,
+    )
     return list(session.scalars(stmt))
 
 
@@ -45,3 +50,15 @@ def finish_inspection(session: Session, model_id: str, values: dict[str, object]
         .values(**values, updated_at=utcnow())
     )
     return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+
+def start_inspection(session: Session, model_id: str) -> int | None:
+    """Count one more inspection attempt of a validating model; returns the count (None: the
+    model is no longer validating)."""
+    stmt = (
+        update(MlModel)
+        .where(MlModel.id == model_id, MlModel.status == ModelStatus.validating)
+        .values(inspect_attempts=MlModel.inspect_attempts + 1, updated_at=utcnow())
+        .returning(MlModel.inspect_attempts)
+    )
+    return session.execute(stmt).scalar_one_or_none()

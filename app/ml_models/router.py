@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -11,12 +12,12 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.core.formats import model_filename
-from app.core.pagination import MAX_LIMIT, Page
+from app.core.pagination import MAX_CURSOR_LENGTH, MAX_LIMIT, Page
 from app.db.orm import ModelStatus
 from app.http.deps import CurrentTenant, SessionDep, StorageDep
 from app.http.problems import problem_responses
 from app.http.uploads import UploadReceiverDep
-from app.ml_models import service
+from app.ml_models import archives, service
 from app.ml_models.schemas import MlModelRead
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -35,7 +36,13 @@ UPLOAD_BODY = {
                             "type": "string",
                             "format": "binary",
                             "description": "ONNX, TorchScript (torch.jit.save) or .pt2 "
-                            "(torch.export.save); detected from the bytes.",
+                            "(torch.export.save); detected from the bytes. An ONNX model with "
+                            "external data (over 2 GB) comes as one zip or plain tar holding "
+                            "exactly one `.onnx` and the files it references (in its folder or "
+                            "below); a bare `.onnx` referencing any file is rejected. Archives "
+                            "are checked before anything is stored: no absolute paths, `..`, "
+                            "links or devices, no repeated or overlapping members, bounded "
+                            "sizes and compression ratios, valid CRCs (422 `archive_*`).",
                         },
                         "name": {"type": "string", "description": "Display name."},
                         "input_shapes": {
@@ -56,7 +63,7 @@ UPLOAD_BODY = {
     status_code=201,
     response_model=MlModelRead,
     openapi_extra=UPLOAD_BODY,
-    responses=problem_responses(400, 413, 415, 422, 507),
+    responses=problem_responses(400, 403, 413, 415, 422, 429, 507),
     summary="Upload a model",
 )
 async def upload_model(
@@ -103,12 +110,14 @@ async def _wait_inspected(session: SessionDep, tenant_id: str, model: MlModelRea
     return model
 
 
-@router.get("", response_model=Page[MlModelRead], summary="List models")
+@router.get(
+    "", response_model=Page[MlModelRead], summary="List models", responses=problem_responses(400)
+)
 def list_models(
     session: SessionDep,
     tenant_id: CurrentTenant,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
 ) -> Page[MlModelRead]:
     return service.list_models(session, tenant_id, limit, cursor)
 
@@ -127,6 +136,13 @@ def delete_model(
     return Response(status_code=204)
 
 
+def _download_name(model_id: str, fmt: str, path: Path) -> str:
+    """`<id>.onnx`, or `<id>.zip` / `<id>.tar` for an ONNX model uploaded with external data."""
+    with path.open("rb") as fh:
+        kind = archives.sniff(fh.read(512))
+    return f"{model_id}.{kind}" if fmt == "onnx" and kind else model_filename(model_id, fmt)
+
+
 @router.get(
     "/{model_id}/file", responses=problem_responses(404, 409, 500), response_class=FileResponse
 )
@@ -141,6 +157,6 @@ def download_model(
     return FileResponse(
         path,
         media_type="application/octet-stream",
-        filename=model_filename(model.id, model.format),
+        filename=_download_name(model.id, model.format, path),
         headers={"ETag": f'"{model.sha256}"', "X-Content-Type-Options": "nosniff"},
     )

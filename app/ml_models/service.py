@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.blobs.service import release_after_commit
 from app.core.config import get_settings
-from app.core.errors import Conflict, NotFound, Unprocessable
+from app.core.errors import Conflict, Gone, NotFound, Unprocessable
 from app.core.formats import TORCHSCRIPT
 from app.core.pagination import Page, page_of
 from app.core.queue import INSPECT_MODEL, publish_after_commit
@@ -21,6 +21,7 @@ from app.db.orm import MlModel, ModelStatus
 from app.ml_models import repository
 from app.ml_models.formats import detect_format
 from app.ml_models.schemas import MlModelRead
+from app.tenants.service import check_storage
 
 MAX_DIMS, MAX_INPUTS = 8, 64
 
@@ -74,6 +75,7 @@ def create_model(
 
     Raises:
         UnsafePickle, Unprocessable, UnsupportedModelFormat: from the cheap checks.
+        QuotaExceeded: the tenant's storage quota has no room for the file.
     """
     detected = detect_format(upload.path)
     shapes = parse_input_shapes(fields.get("input_shapes"))
@@ -83,6 +85,7 @@ def create_model(
             '`[[1, 3, 224, 224]]` or `{"x": [1, 3, 224, 224]}`.',
             code="input_shapes_required",
         )
+    check_storage(session, get_settings(), tenant_id, upload.size)  # before a byte is stored
     key = storage.put(upload.path, upload.sha256)
     model = MlModel(
         tenant_id=tenant_id,
@@ -105,6 +108,8 @@ def get_model_or_raise(session: Session, tenant_id: str, model_id: str) -> MlMod
     model = repository.get(session, tenant_id, model_id)
     if model is None:
         raise NotFound(f"No model {model_id}.")
+    if model.expired_at is not None:
+        raise Gone(f"Model {model_id} expired on {model.expired_at:%Y-%m-%d} (retention).")
     return model
 
 

@@ -7,17 +7,26 @@ The catalog is the API side of a technique (no model library needed); its implem
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from app.core.errors import SpecInvalid
 
+# Bounds of a spec (RELIABILITY.md API-08): every string, list and number has one, so that a
+# hostile spec costs a 422 with a JSON pointer, never memory, a 500 or a worker's time.
+SpecId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z][0-9A-Za-z_-]{0,63}$")]
+"""An object's id in a spec (the server's are UUIDs): at most 64 letters, digits, `-` or `_`."""
+NodeName = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+"""An ONNX node name (or op type) as a spec lists it."""
+MAX_NODES = 10_000  # names in one list of a step (`exclude_nodes`, `ignore_nodes`...)
+MAX_SEED = 2**31 - 1
+
 
 class PassConfig(BaseModel):
-    """Base of every step config: strict (unknown fields refused) and immutable."""
+    """Base of every step config: strict (unknown fields refused), immutable, finite numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 ConfigT = TypeVar("ConfigT", bound=PassConfig)

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from app.core.errors import SpecInvalid
-from app.passes.base import ModelInfo, PassConfig, Technique
+from app.passes.base import MAX_NODES, ModelInfo, NodeName, PassConfig, Technique
 
 
 class ConvertConfig(PassConfig):
@@ -28,16 +28,16 @@ class ConvertConfig(PassConfig):
         description="Model inputs and outputs stay float32 (casts are inserted inside). "
         "`false` is fp16 only: the model then takes and returns float16.",
     )
-    op_block_list: list[str] | None = Field(
+    op_block_list: list[NodeName] | None = Field(
         None,
         max_length=1000,
         description="ONNX op types kept in fp32. Default (null): onnxconverter-common's list "
         "(Resize, TopK, Range, CumSum, Min, Max, NonMaxSuppression, ML ops...); a list "
         "replaces it.",
     )
-    node_block_list: list[str] = Field(
+    node_block_list: list[NodeName] = Field(
         default_factory=list,
-        max_length=10_000,
+        max_length=MAX_NODES,
         description="Node names kept in fp32, in addition to the automatic fallback.",
     )
     auto_fallback: bool = Field(

@@ -9,15 +9,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.passes.base import PassConfig, Technique
+from app.passes.base import MAX_SEED, PassConfig, SpecId, Technique
 
 
 class DistillConfig(PassConfig):
     """Knowledge distillation from the original model into the current one."""
 
     op: Literal["distill"] = Field(description="Knowledge distillation.")
-    dataset_id: str = Field(
-        min_length=1,
+    dataset_id: SpecId = Field(
         description="Uploaded .npz dataset: one array per model input; `labels` is optional.",
     )
     temperature: float = Field(
@@ -42,7 +41,7 @@ class DistillConfig(PassConfig):
         le=0.5,
         description="Fraction of samples (seeded random) held out to measure the result.",
     )
-    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the split, shuffling and init.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the split, shuffling and init.")
 
 
 class DistillTechnique(Technique[DistillConfig]):

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.passes.base import PassConfig, Technique
+from app.passes.base import MAX_NODES, MAX_SEED, NodeName, PassConfig, SpecId, Technique
 
 
 class PruneChannelConfig(PassConfig):
@@ -38,9 +38,9 @@ class PruneChannelConfig(PassConfig):
         description="The kept count of a group larger than this is rounded up to a multiple of "
         "it (measured: odd channel counts gave no speed-up, multiples of 8 did). 1 disables it.",
     )
-    ignore_nodes: list[str] = Field(
+    ignore_nodes: list[NodeName] = Field(
         default_factory=list,
-        max_length=10_000,
+        max_length=MAX_NODES,
         description="Node names whose channels are never pruned (inputs and outputs): their "
         "weights stay untouched, and so do the groups coupled to them.",
     )
@@ -50,7 +50,7 @@ class PruneChannelConfig(PassConfig):
         "all channels, least important first, with scores normalized by their group's mean "
         "(groups lose different fractions; every group keeps at least one channel).",
     )
-    seed: int = Field(0, ge=0, description="Seed of `importance: random`.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of `importance: random`.")
 
 
 class PruneNeuronConfig(PassConfig):
@@ -61,7 +61,7 @@ class PruneNeuronConfig(PassConfig):
         description="`neuron`: removes the channels/neurons whose activations at the inputs of "
         "the layers that read them are (near) zero on a calibration dataset."
     )
-    calibration_dataset_id: str = Field(
+    calibration_dataset_id: SpecId = Field(
         description="An uploaded .npz of representative model inputs (labels unused)."
     )
     threshold: float = Field(
@@ -90,9 +90,9 @@ class PruneNeuronConfig(PassConfig):
         description="Round the kept count up to a multiple of this by keeping the most active "
         "dead units (8 helps speed; the default 1 removes every dead unit found).",
     )
-    ignore_nodes: list[str] = Field(
+    ignore_nodes: list[NodeName] = Field(
         default_factory=list,
-        max_length=10_000,
+        max_length=MAX_NODES,
         description="Node names whose channels are never pruned (inputs and outputs).",
     )
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.passes.base import PassConfig, Technique
+from app.passes.base import MAX_NODES, NodeName, PassConfig, Technique
 
 PrunableOp = Literal["Conv", "Gemm", "MatMul"]
 
@@ -32,17 +32,19 @@ class PruneMagnitudeConfig(PassConfig):
     op_types: list[PrunableOp] = Field(
         default_factory=lambda: list[PrunableOp](["Conv", "Gemm", "MatMul"]),
         min_length=1,
+        max_length=3,
         description="Node types whose weight (the initializer at input 1) is pruned; a MatMul "
         "counts only when its second input is an initializer (not activation x activation).",
     )
-    exclude_nodes: list[str] = Field(
+    exclude_nodes: list[NodeName] = Field(
         default_factory=list,
-        max_length=10_000,
+        max_length=MAX_NODES,
         description="Node names whose weights stay dense (e.g. a sensitive first or last layer).",
     )
     min_elements: int = Field(
         1,
         ge=1,
+        le=2**40,
         description="Weights with fewer elements stay dense. The default prunes every weight; "
         "raise it (e.g. to 1024) to leave tiny layers, which save nothing, untouched.",
     )

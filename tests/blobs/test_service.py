@@ -318,3 +318,20 @@ def unknown_op_onnx() -> bytes:
         opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.unknown", 1)],
     )
     return bytes(model.SerializeToString())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can own files of another uid")
+def test_a_blob_written_by_a_jailed_child_becomes_the_stores(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A job's artifact is written by its child's own uid; stored, it is the store's, 0644."""
+    data = b"an artifact from the jail"
+    src = tmp_path / "artifact"
+    src.write_bytes(data)
+    os.chown(src, 230000, 230000)
+    os.chmod(src, 0o666)
+
+    key = get_storage().put(src, hashlib.sha256(data).hexdigest())
+
+    stat = get_storage().path_of(key).stat()
+    assert (stat.st_uid, stat.st_gid, stat.st_mode & 0o777) == (0, 0, 0o644)

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import io
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from app.core.errors import AppError, BadRequest, PayloadTooLarge, Unprocessable
-from app.core.uploads import MAX_FIELD_BYTES, MAX_FIELDS, MAX_HEADER_BYTES, receive_multipart
+from app.core.errors import (
+    AppError,
+    BadRequest,
+    InsufficientStorage,
+    PayloadTooLarge,
+    Unprocessable,
+)
+from app.core.uploads import (
+    MAX_FIELD_BYTES,
+    MAX_FIELDS,
+    MAX_HEADER_BYTES,
+    MULTIPART_OVERHEAD,
+    receive_multipart,
+)
 
 BOUNDARY = "modelpress-test-boundary"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -227,3 +242,56 @@ def test_body_cut_before_the_closing_boundary_is_not_accepted(tmp_path: Path) ->
         _receive(body, tmp_path / "file.part")
 
     assert info.value.status in (400, 422)
+
+
+def test_an_oversized_epilogue_counts_against_the_limit(tmp_path: Path) -> None:
+    """The parser skips an epilogue without a callback: the body is counted whole (chunked, so
+    no Content-Length), and reading stops once it passes the limit plus the framing allowance."""
+    limit = 1024
+    junk = b"j" * 2 * (limit + MULTIPART_OVERHEAD)
+    stream = CountingStream(_chunks(_body(_part("file", b"x" * 100, "a.onnx")) + junk, 64 * 1024))
+
+    with pytest.raises(PayloadTooLarge):
+        _receive(stream, tmp_path / "file.part", limit=limit)
+
+    assert stream.consumed < len(stream.chunks) * 3 // 4
+
+
+def test_a_preamble_is_refused_at_once(tmp_path: Path) -> None:
+    junk = b"j" * 2 * (1024 + MULTIPART_OVERHEAD)
+    stream = CountingStream(_chunks(junk + b"\r\n" + _body(_part("file", b"x", "a.onnx")), 65536))
+
+    with pytest.raises((BadRequest, PayloadTooLarge)):
+        _receive(stream, tmp_path / "file.part", limit=1024)
+
+    assert stream.consumed == 1
+
+
+def test_a_small_epilogue_is_accepted(tmp_path: Path) -> None:
+    body = _body(_part("file", b"x" * 100, "a.onnx")) + b"trailing words\r\n"
+
+    file, _ = _receive(body, tmp_path / "file.part", limit=1024)
+
+    assert file.size == 100
+
+
+class _FullDisk(io.RawIOBase):
+    """A file whose writes fail as on a full filesystem."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_insufficient_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "file.part"
+    monkeypatch.setattr(Path, "open", lambda self, mode="r": io.BufferedWriter(_FullDisk(), 16))
+
+    with pytest.raises(InsufficientStorage) as info:
+        _receive(_body(_part("file", b"x" * 5000, "a.onnx")), dest)
+
+    assert (info.value.status, info.value.code) == (507, "insufficient_storage")

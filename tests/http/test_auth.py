@@ -244,3 +244,29 @@ def test_api_key_table_stores_no_plaintext_key(
         secret = key.rsplit("_", 1)[1]
         assert key not in dumped
         assert secret not in dumped
+
+
+def test_two_tenants_with_the_same_bytes_cannot_delete_each_others(
+    auth_client: Any,
+    keys: dict[str, str],
+    mlp_onnx: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stored blob is shared (content-addressed); B deleting its copy must leave A's."""
+    monkeypatch.setenv("MODELPRESS_BLOB_GRACE_SECONDS", "0")
+    get_settings.cache_clear()
+    data = mlp_onnx.read_bytes()
+    uploads = {
+        t: auth_client.post(
+            "/v1/models", files={"file": ("m.onnx", data)}, headers=_auth(keys[t])
+        ).json()
+        for t in ("a", "b")
+    }
+    assert uploads["a"]["sha256"] == uploads["b"]["sha256"]
+
+    deleted = auth_client.delete(f"/v1/models/{uploads['b']['id']}", headers=_auth(keys["b"]))
+
+    assert deleted.status_code == 204
+    response = auth_client.get(f"/v1/models/{uploads['a']['id']}/file", headers=_auth(keys["a"]))
+    assert response.status_code == 200, response.text
+    assert response.content == data

@@ -5,14 +5,17 @@ from app.db.orm.dataset import Dataset
 from app.db.orm.job import Job, JobStatus
 from app.db.orm.ml_model import MlModel, ModelStatus
 from app.db.orm.tenant import ApiKey, Tenant
+from app.db.orm.webhook import DeliveryStatus, WebhookDelivery
 
 __all__ = [
     "ApiKey",
     "Artifact",
     "Dataset",
+    "DeliveryStatus",
     "Job",
     "JobStatus",
     "MlModel",
     "ModelStatus",
     "Tenant",
+    "WebhookDelivery",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, ForeignKey, Integer, String
@@ -18,6 +19,8 @@ class Dataset(TimestampMixin, Base):
     name: Mapped[str] = mapped_column(String(255))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    storage_key: Mapped[str] = mapped_column(String(512))
+    storage_key: Mapped[str] = mapped_column(String(512), index=True)
     arrays: Mapped[list[Any]] = mapped_column()
     num_samples: Mapped[int] = mapped_column(Integer)
+    # Set by retention (MODELPRESS_RETENTION_DAYS): the row stays so that reads answer 410.
+    expired_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -43,3 +43,5 @@ class Job(TimestampMixin, Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Set by retention (MODELPRESS_RETENTION_DAYS): artifacts gone, reads answer 410.
+    expired_at: Mapped[datetime | None] = mapped_column(default=None)
