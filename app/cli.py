@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from app.client import CLIENT_ERRORS, EXIT_ERROR, add_client_commands
+from app.run_supervisor import EmbeddedWorker
+from app.tenants.commands import add_key_commands
 
 if TYPE_CHECKING:
     from app.core.config import Settings
@@ -35,6 +36,8 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    if not _safe_to_bind(args.host):
+        return EXIT_ERROR
     port = args.port or int(os.environ.get("PORT", "8000"))
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=port, log_config=None)
     return 0
@@ -47,7 +50,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings()
     if args.embedded or settings.embedded_queue:
-        worker_seam.run_embedded(settings, args.parent_pid)
+        worker_seam.run_embedded(settings, args.parent_pid, args.replaces)
     else:
         worker_seam.run_celery_worker(job_queue(args.device), args.concurrency)
     return 0
@@ -68,21 +71,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     from app.db.migrate import upgrade_head
 
     settings = _settings()
+    if not _safe_to_bind(args.host):
+        return EXIT_ERROR
     upgrade_head(settings.resolved_database_url)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", "--embedded", "--parent-pid", str(os.getpid())]
-    )
+    worker = EmbeddedWorker()  # restarted within seconds if it dies (app/run_supervisor.py)
+    worker.start()
     port = args.port or int(os.environ.get("PORT", "8000"))
     print(f"ModelPress on http://{args.host}:{port}/docs (data in {settings.data_dir})", flush=True)
     try:
         _serve(args.host, port)
     finally:
-        worker.terminate()  # the worker requeues an interrupted job before it exits
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.stop()
     return 0
+
+
+def _safe_to_bind(host: str) -> bool:
+    """False (after saying why on stderr) when serving `host` would expose the service."""
+    from app.core.startup import StartupRefused, check_bind
+
+    try:
+        check_bind(_settings(), host)
+    except StartupRefused as exc:
+        print(f"modelpress: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def _serve(host: str, port: int) -> None:
@@ -135,8 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the queue to serve")
     p.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--replaces", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_worker)
-    p = sub.add_parser("scheduler", help="housekeeping: reaper, re-dispatch, blob collection, scrub")
+    p = sub.add_parser(
+        "scheduler", help="housekeeping: reaper, re-dispatch, blob collection, scrub"
+    )
     p.add_argument("--interval", type=float, default=10.0)
     p.add_argument("--once", action="store_true")
     p.set_defaults(func=cmd_scheduler)
@@ -147,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = admin.add_parser("create-key", help="print a new API key for a tenant")
     p.add_argument("--tenant", required=True)
     p.set_defaults(func=cmd_create_key)
+    add_key_commands(admin)
     add_client_commands(sub)
     return parser
 

@@ -12,15 +12,18 @@ import time
 from app.core.config import Settings
 from worker.celery_app import celery_app
 from worker.embedded import run_embedded_worker
-from worker.reaper import tick
+from worker.reaper import requeue_abandoned, tick
 from worker.sandbox.limits import die_with_parent
 
 
-def run_embedded(settings: Settings, parent_pid: int | None) -> None:
-    """Poll the database for work; with `parent_pid`, stop when that process dies."""
+def run_embedded(settings: Settings, parent_pid: int | None, replaces: str | None = None) -> None:
+    """Poll the database for work; with `parent_pid`, stop when that process dies; `replaces`
+    names a dead worker whose running job is requeued first (`modelpress run` restarts)."""
     if parent_pid:
         # `modelpress run` starts this worker: it must not outlive the API that spawned it.
         die_with_parent(parent_pid, signal.SIGTERM)
+    if replaces:
+        requeue_abandoned(settings, replaces)
     run_embedded_worker(settings)
 
 

@@ -5,6 +5,7 @@ Used alike by the Celery task (Redis mode) and the embedded worker (database pol
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.blobs.service import release_after_commit
 from app.core.config import Settings
@@ -26,6 +29,7 @@ from app.db.session import session_scope
 from app.jobs import repository as jobs
 from app.jobs.schemas import dataset_refs
 from app.ml_models import repository as models
+from app.webhooks import service as webhooks
 from worker.sandbox.protocol import ModelFile, SandboxRequest
 from worker.sandbox.supervisor import Outcome, failure_of, run_sandboxed
 
@@ -41,7 +45,7 @@ class Heartbeat:
         self, job_id: str, attempt: int, settings: Settings, stop: Callable[[], bool]
     ) -> None:
         self.job_id, self.attempt, self.settings, self.stop = job_id, attempt, settings, stop
-        self.last = 0.0
+        self.next_at, self.failures = 0.0, 0
         self.latest: dict[str, Any] | None = None
         self.interrupted = False
 
@@ -51,20 +55,36 @@ class Heartbeat:
         if self.stop():
             self.interrupted = True
             return True
-        if time.monotonic() - self.last < HEARTBEAT_SECONDS:
+        if time.monotonic() < self.next_at:
             return False
-        self.last = time.monotonic()
         values: dict[str, Any] = {
             "lease_expires_at": utcnow() + timedelta(seconds=self.settings.job_lease_seconds)
         }
         if self.latest:
             values["progress"] = {k: v for k, v in self.latest.items() if k != "ts"}
-        with session_scope() as session:
-            alive = jobs.transition(
-                session, self.job_id, {JobStatus.running}, values, attempt=self.attempt
+        try:
+            with session_scope() as session:
+                alive = jobs.transition(
+                    session, self.job_id, {JobStatus.running}, values, attempt=self.attempt
+                )
+                job = session.get(Job, self.job_id)
+                stop = not alive or bool(job and job.cancel_requested)
+        except SQLAlchemyError:
+            # A database blip must not abort the job: the child goes on, the lease is renewed
+            # when the database answers again (with backoff). If the outage outlasts the
+            # lease, the reaper requeues the job and this attempt's result is refused by the
+            # compare-and-set at publish.
+            self.failures += 1
+            backoff = min(HEARTBEAT_SECONDS * 2**self.failures, self.settings.job_lease_seconds / 3)
+            self.next_at = time.monotonic() + backoff
+            log.warning(
+                "heartbeat failed; the job goes on",
+                extra={"job_id": self.job_id, "failures": self.failures, "retry_in_s": backoff},
             )
-            job = session.get(Job, self.job_id)
-            return not alive or bool(job and job.cancel_requested)
+            return False
+        self.failures = 0
+        self.next_at = time.monotonic() + HEARTBEAT_SECONDS
+        return stop
 
 
 def _stage_blob(storage: Storage, key: str, dest: Path) -> None:
@@ -108,12 +128,16 @@ def _stage_inputs(job: Job, scratch: Path, storage: Storage, session: Any) -> Sa
     return request
 
 
-def _publish(job: Job, attempt: int, outcome: Outcome, scratch: Path, storage: Storage) -> None:
+def _store_artifacts(
+    job: Job, outcome: Outcome, scratch: Path, storage: Storage
+) -> list[dict[str, Any]]:
+    """Store each artifact the child names (re-hashed here); returns their rows, not committed."""
     out = (scratch / "out").resolve()
     rows = []
     for art in outcome.result.artifacts if outcome.result else []:
-        path = (out / art.name).resolve()
-        if path.parent != out or path.is_symlink() or not path.is_file():
+        named = out / art.name
+        path = named.resolve()
+        if named.is_symlink() or path.parent != out or not path.is_file():
             raise JobFailure("job_error", f"The job produced an invalid artifact {art.name!r}.")
         size, digest = path.stat().st_size, sha256_file(path)
         rows.append(
@@ -128,6 +152,12 @@ def _publish(job: Job, attempt: int, outcome: Outcome, scratch: Path, storage: S
                 "storage_key": storage.put(path, digest),
             }
         )
+    return rows
+
+
+def _commit_success(job: Job, attempt: int, outcome: Outcome, rows: list[dict[str, Any]]) -> None:
+    """Succeed the attempt and record its artifacts, in one transaction, if it still owns the job
+    (a lost compare-and-set leaves stored blobs to the collector)."""
     with session_scope() as session:
         done = jobs.transition(
             session,
@@ -146,17 +176,21 @@ def _publish(job: Job, attempt: int, outcome: Outcome, scratch: Path, storage: S
             return
         for row in rows:
             jobs.upsert_artifact(session, row)
+        webhooks.enqueue_terminal(
+            session, job.id, outcome.result.verdict if outcome.result else None
+        )
 
 
 def _fail(job_id: str, attempt: int, status: str, error: dict[str, Any] | None) -> None:
     with session_scope() as session:
-        jobs.transition(
+        if jobs.transition(
             session,
             job_id,
             {JobStatus.running},
             {"status": status, "error": error, "finished_at": utcnow(), "lease_expires_at": None},
             attempt=attempt,
-        )
+        ):
+            webhooks.enqueue_terminal(session, job_id)
 
 
 def _requeue(job_id: str, attempt: int) -> None:
@@ -189,10 +223,10 @@ def execute_job(
         beat = Heartbeat(job_id, attempt, settings, stop)
         outcome = run_sandboxed(scratch, request, settings, settings.sandbox_wall_seconds, beat)
         if beat.interrupted:
-            _requeue(job_id, attempt)
+            _retrying(lambda: _requeue(job_id, attempt), settings)
             return JobStatus.queued
         if outcome.cancelled:
-            _fail(job_id, attempt, JobStatus.cancelled, None)
+            _retrying(lambda: _fail(job_id, attempt, JobStatus.cancelled, None), settings)
             return JobStatus.cancelled
         failure = failure_of(outcome, scratch, settings.sandbox_wall_seconds)
         if failure is not None:
@@ -205,13 +239,65 @@ def execute_job(
                 },
             )
             raise failure
-        _publish(job, attempt, outcome, scratch, storage)
+        rows = _store_artifacts(job, outcome, scratch, storage)
+        _retrying(lambda: _commit_success(job, attempt, outcome, rows), settings)
         return JobStatus.succeeded
     except JobFailure as exc:
-        _fail(job_id, attempt, JobStatus.failed, exc.to_problem())
+        problem = exc.to_problem()
+        _retrying(lambda: _fail(job_id, attempt, JobStatus.failed, problem), settings)
+        return JobStatus.failed
+    except (SQLAlchemyError, OSError) as exc:
+        # Whatever else goes wrong in this attempt ends it with a reason, never `running`: a
+        # full disk fails the job; a database that stays away leaves it to its lease, and the
+        # reaper requeues it.
+        log.exception("job attempt failed", extra={"job_id": job_id})
+        if isinstance(exc, SQLAlchemyError):
+            raise
+        problem = _os_failure(exc).to_problem()
+        _retrying(lambda: _fail(job_id, attempt, JobStatus.failed, problem), settings)
         return JobStatus.failed
     finally:
         storage.remove_tree(scratch)
+
+
+def _os_failure(exc: OSError) -> JobFailure:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return JobFailure("insufficient_storage", "The worker's disk is full; retry later.")
+    return JobFailure("job_error", f"The worker could not run the job: {exc.strerror or exc}.")
+
+
+def _retrying(action: Callable[[], object], settings: Settings) -> None:
+    """Run a final transition, retrying a database that is briefly away (backoff up to the
+    lease); past that the error propagates and the lease decides (the reaper requeues)."""
+    deadline, delay = time.monotonic() + settings.job_lease_seconds, 0.5
+    while True:
+        try:
+            action()
+            return
+        except SQLAlchemyError:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable; retrying", extra={"retry_in_s": delay})
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
+def _give_up_inspection(
+    model_id: str, key: str, attempts: int, settings: Settings, storage: Storage
+) -> str:
+    """Reject a model whose inspections never finished (each killed its worker, or the worker
+    died under it): it cannot hold the queue any longer."""
+    failure = JobFailure(
+        "inspection_failed",
+        f"The model's inspection did not complete in {attempts} attempts (its worker stopped "
+        "each time); it is rejected so that it cannot block other work.",
+    )
+    with session_scope() as session:
+        values: dict[str, object] = {"status": ModelStatus.rejected, "error": failure.to_problem()}
+        if models.finish_inspection(session, model_id, values):
+            release_after_commit(session, storage, key, settings.blob_grace_seconds)
+    log.warning("inspection given up", extra={"model_id": model_id, "attempts": attempts})
+    return ModelStatus.rejected
 
 
 def execute_inspection(model_id: str, settings: Settings) -> str | None:
@@ -222,6 +308,11 @@ def execute_inspection(model_id: str, settings: Settings) -> str | None:
         if model is None or model.status != ModelStatus.validating:
             return None
         fmt, key, shapes = model.format, model.storage_key, model.input_shapes
+        attempts = models.start_inspection(session, model_id)
+    if attempts is None:
+        return None
+    if attempts > settings.inspect_max_attempts:
+        return _give_up_inspection(model_id, key, attempts - 1, settings, storage)
     scratch = storage.new_scratch(f"inspect-{model_id}")
     try:
         rel = model_filename("model", fmt)

@@ -1,5 +1,5 @@
 """Housekeeping: requeue jobs whose worker died, re-publish lost messages, retry inspections,
-collect unreferenced blobs and scratch, scrub stored bytes."""
+expire old objects (retention), collect unreferenced blobs and scratch, scrub stored bytes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
 from app.blobs import service as blobs
 from app.core.config import Settings
@@ -18,47 +19,60 @@ from app.db.orm import Job, JobStatus, MlModel
 from app.db.session import session_scope
 from app.jobs import repository as jobs
 from app.ml_models import repository as models
+from app.retention import service as retention
+from app.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
 
 
+def _release(session: Session, job: Job, settings: Settings) -> bool:
+    """Requeue a running job whose worker is gone, or fail it after the last attempt (cancel it
+    if a cancel was asked); False when another transition got there first."""
+    if job.cancel_requested:
+        values: dict[str, object] = {
+            "status": JobStatus.cancelled,
+            "finished_at": utcnow(),
+            "lease_expires_at": None,
+        }
+    elif job.attempt >= settings.job_max_attempts:
+        values = {
+            "status": JobStatus.failed,
+            "finished_at": utcnow(),
+            "lease_expires_at": None,
+            "error": {
+                "type": "https://modelpress.dev/problems/worker_lost",
+                "title": "Job failed",
+                "status": 422,
+                "detail": f"The worker running this job stopped answering "
+                f"({job.attempt} attempts).",
+                "code": "worker_lost",
+            },
+        }
+    else:
+        values = {"status": JobStatus.queued, "lease_expires_at": None, "dispatched_at": utcnow()}
+    if not jobs.transition(session, job.id, {JobStatus.running}, values, attempt=job.attempt):
+        return False
+    if values["status"] == JobStatus.queued:
+        publish_after_commit(session, RUN_JOB, job.id, _queue(job))
+    else:
+        webhooks.enqueue_terminal(session, job.id)
+    log.warning("reaped job", extra={"job_id": job.id, "to": str(values["status"])})
+    return True
+
+
 def reap_expired(settings: Settings) -> int:
     """Running jobs whose lease lapsed: requeue them, or fail them after the last attempt."""
-    count = 0
     with session_scope() as session:
-        for job in jobs.expired_running(session, utcnow()):
-            if job.cancel_requested:
-                values: dict[str, object] = {
-                    "status": JobStatus.cancelled,
-                    "finished_at": utcnow(),
-                    "lease_expires_at": None,
-                }
-            elif job.attempt >= settings.job_max_attempts:
-                values = {
-                    "status": JobStatus.failed,
-                    "finished_at": utcnow(),
-                    "lease_expires_at": None,
-                    "error": {
-                        "type": "https://modelpress.dev/problems/worker_lost",
-                        "title": "Job failed",
-                        "status": 422,
-                        "detail": f"The worker running this job stopped answering "
-                        f"({job.attempt} attempts).",
-                        "code": "worker_lost",
-                    },
-                }
-            else:
-                values = {
-                    "status": JobStatus.queued,
-                    "lease_expires_at": None,
-                    "dispatched_at": utcnow(),
-                }
-            if jobs.transition(session, job.id, {JobStatus.running}, values, attempt=job.attempt):
-                count += 1
-                if values["status"] == JobStatus.queued:
-                    publish_after_commit(session, RUN_JOB, job.id, _queue(job))
-                log.warning("reaped job", extra={"job_id": job.id, "to": str(values["status"])})
-    return count
+        return sum(
+            _release(session, job, settings) for job in jobs.expired_running(session, utcnow())
+        )
+
+
+def requeue_abandoned(settings: Settings, worker: str) -> int:
+    """At once, without waiting for the lease: the running jobs of a worker known to be dead
+    (`modelpress run` restarting its embedded worker names the one it replaces)."""
+    with session_scope() as session:
+        return sum(_release(session, job, settings) for job in jobs.running_on(session, worker))
 
 
 def redispatch(settings: Settings, everything: bool = False) -> int:
@@ -85,7 +99,7 @@ def _queue(job: Job) -> str:
 
 
 class StorageHousekeeping:
-    """Garbage collection and the scrub, each at its own interval, from the periodic tick.
+    """Retention and garbage collection, and the scrub, each at its interval, from the tick.
 
     The collector runs at the first tick; the scrub (a re-hash of every blob) waits one full
     interval, so a restart does not re-read the whole store.
@@ -99,6 +113,8 @@ class StorageHousekeeping:
         now, storage = time.monotonic(), get_storage(settings)
         if now - self.last_gc >= settings.gc_interval_seconds:
             self.last_gc = now
+            with session_scope() as session:
+                retention.expire(session, storage, settings)
             with session_scope() as session:
                 blobs.collect_garbage(session, storage, settings)
         if settings.scrub_interval_seconds and now - self.last_scrub >= (
@@ -120,3 +136,7 @@ def tick(settings: Settings) -> None:
         housekeep_storage(settings)
     except Exception:
         log.exception("storage housekeeping failed; it runs again at the next tick")
+    try:
+        webhooks.deliver_due(settings)
+    except Exception:
+        log.exception("webhook delivery failed; it runs again at the next tick")

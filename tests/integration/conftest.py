@@ -141,3 +141,93 @@ def server(tmp_path: Path, spawn: Callable, helpers: Any) -> Any:
     client.proc = proc
     yield client
     client.close()
+
+
+# ---------------------------------------------------------------- servers of a test's own
+
+
+class OwnServer:
+    """A database or broker server this test started on a free port, to stop and start at
+    will (the shared ones on the standard ports are never touched)."""
+
+    def __init__(self, url: str, start: Callable[[], None], stop: Callable[[], None]) -> None:
+        self.url, self.start, self.stop = url, start, stop
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnServer]:
+    """A Postgres cluster of its own (`initdb` in a temporary directory, as the `postgres` OS
+    user: initdb refuses root), trust auth, fsync off."""
+    import pwd
+    import shutil
+    import tempfile
+
+    if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+        pytest.skip("NO POSTGRES SERVER BINARIES (initdb, pg_ctl) ON THIS HOST")
+    try:
+        owner = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("NO `postgres` OS USER TO RUN A CLUSTER AS")
+    base = Path(tempfile.mkdtemp(prefix="modelpress-pg-"))
+    os.chown(base, owner.pw_uid, owner.pw_gid)
+    data, port = base / "data", free_port()
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(
+        [*as_postgres, "initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+
+    def start() -> None:
+        subprocess.run(
+            [*as_postgres, "pg_ctl", "-D", str(data), "-o", options, "-w", "-l",
+             str(base / "log"), "start"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def stop() -> None:
+        subprocess.run(
+            [*as_postgres, "pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"],
+            check=False,
+            capture_output=True,
+        )
+
+    start()
+    yield OwnServer(f"postgresql://postgres@127.0.0.1:{port}/postgres", start, stop)
+    stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnServer]:
+    """A redis-server of its own on a free port, keeping nothing on disk: a restart loses every
+    queued message, as a broker crash would."""
+    import shutil
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("NO redis-server ON THIS HOST")
+    port = free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(tmp_path)]  # fmt: skip
+        procs.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("redis-server did not start")
+
+    def stop() -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+    start()
+    yield OwnServer(f"redis://127.0.0.1:{port}/0", start, stop)
+    stop()

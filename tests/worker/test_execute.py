@@ -12,9 +12,11 @@ import io
 import json
 import os
 import shutil
+import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from support import is_service_setting
 
 from app.core.config import Settings, get_settings
@@ -540,6 +542,40 @@ def test_inspection_rejects_garbage(url: str, settings: Settings, tenant: str) -
     assert _scratch_of(settings, f"inspect-{model_id}") == []
 
 
+def test_an_inspection_that_never_finishes_is_rejected_after_its_attempts(
+    url: str, settings: Settings, tenant: str, mlp_onnx: Path
+) -> None:
+    """Each earlier attempt's worker died under it: it must not block the queue forever."""
+    model_id = _model(settings, url, tenant, mlp_onnx.read_bytes(), ModelStatus.validating)
+    with session_scope(url) as session:
+        session.execute(
+            update(MlModel)
+            .where(MlModel.id == model_id)
+            .values(inspect_attempts=settings.inspect_max_attempts)
+        )
+
+    status = execute_inspection(model_id, settings)
+
+    with session_scope(url) as session:
+        model = session.get(MlModel, model_id)
+        assert model is not None
+        assert status == model.status == ModelStatus.rejected
+        assert model.error["code"] == "inspection_failed"
+    assert _scratch_of(settings, f"inspect-{model_id}") == []
+
+
+def test_each_inspection_counts_an_attempt(
+    url: str, settings: Settings, tenant: str, mlp_onnx: Path
+) -> None:
+    model_id = _model(settings, url, tenant, mlp_onnx.read_bytes(), ModelStatus.validating)
+
+    assert execute_inspection(model_id, settings) == ModelStatus.ready
+
+    with session_scope(url) as session:
+        model = session.get(MlModel, model_id)
+        assert model is not None and model.inspect_attempts == 1
+
+
 def test_inspection_of_a_finished_model_is_a_no_op(
     url: str, settings: Settings, tenant: str, mlp_onnx: Path
 ) -> None:
@@ -746,3 +782,43 @@ def test_a_broken_result_succeeds_but_is_not_recommended(
     # Broken leads the notes (a slowness miss, when the machine is busy, comes after it).
     assert verdict["notes"][0].startswith("Not recommended: `output` is not collapsed")
     assert report["fidelity"]["outputs"]["output"]["cosine_mean"] < 0.9
+
+
+# ---------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a disk that fills up (skips loudly where mounting is not permitted)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"CANNOT MOUNT A SMALL TMPFS HERE: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_disk_that_fills_up_mid_job_fails_it_cleanly(
+    url: str, tenant: str, small_disk: Path, mlp_onnx: Path
+) -> None:
+    """ENOSPC in the middle of a job ends it `failed` `insufficient_storage`, its scratch gone;
+    with space again, the next job succeeds."""
+    settings = Settings(data_dir=small_disk / "data", database_url=url)
+    model_id = _model(settings, url, tenant, mlp_onnx.read_bytes())
+    filler = small_disk / "filler"
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    filler.write_bytes(b"\0" * (free - 48 * 1024))  # room to stage the model, not to finish
+    job_id = _job(url, tenant, model_id, steps=[{"op": "quantize"}], benchmark=QUICK_BENCHMARK)
+
+    assert execute_job(job_id, settings) == JobStatus.failed
+
+    row = _job_row(url, job_id)
+    assert row["status"] == JobStatus.failed
+    assert row["error"]["code"] == "insufficient_storage", row["error"]
+    assert _scratch_of(settings, f"job-{job_id}") == []
+    filler.unlink()
+    again = _job(url, tenant, model_id, steps=[{"op": "quantize"}], benchmark=QUICK_BENCHMARK)
+    assert execute_job(again, settings) == JobStatus.succeeded

@@ -1,7 +1,8 @@
 """The per-job child process (`python -m worker.sandbox <scratch>/request.json`).
 
-It runs with no database or broker URL, no secrets, its own scratch directory as HOME and TMPDIR,
-and it lowers its own resource limits before it reads a single byte of the model (address space,
+It runs with no database or broker URL, no secrets, its own scratch directory as HOME and TMPDIR.
+It first enters its jail (worker/sandbox/jail.py: own uid, no network, only scratch writable),
+then it lowers its own resource limits before it reads a single byte of the model (address space,
 CPU time, file size, open files, no core dumps) and asks the kernel to kill it if its supervisor
 dies. It reports through files in its scratch directory: `progress.jsonl` while it works and
 `result.json` at the end. Everything heavy (torch, onnx, onnxruntime) is imported after the limits.
@@ -16,6 +17,7 @@ import traceback
 from pathlib import Path
 
 from app.core.errors import JobFailure
+from worker.sandbox.jail import JailError, enter_from_env
 from worker.sandbox.limits import LIMITS_ENV, apply_limits
 from worker.sandbox.protocol import RESULT_FILE, SandboxRequest, SandboxResult, failure
 
@@ -27,6 +29,7 @@ def write_result(scratch: Path, result: SandboxResult) -> None:
 
 
 OUT_OF_MEMORY_MARKS = ("failed to allocate memory", "bad_alloc", "cannot allocate memory")
+DISK_FULL_MARKS = ("no space left on device", "disk quota exceeded")
 
 
 def _classify(exc: Exception) -> SandboxResult:
@@ -36,6 +39,9 @@ def _classify(exc: Exception) -> SandboxResult:
         return failure("resource_exhausted", f"The job ran out of its memory limit: {text[:300]}")
     if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
         return failure("resource_exhausted", "The job exceeded its file size limit.")
+    disk_full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if disk_full or any(mark in text.lower() for mark in DISK_FULL_MARKS):
+        return failure("insufficient_storage", "The worker's disk filled up during the job.")
     return failure("job_error", f"{type(exc).__name__}: {text}")
 
 
@@ -54,6 +60,11 @@ def _serve(scratch: Path, request: SandboxRequest) -> SandboxResult:
 def main(argv: list[str]) -> int:
     request_path = Path(argv[1]).resolve()
     scratch = request_path.parent
+    try:
+        enter_from_env()  # first, as root: own uid, no network, only scratch writable
+    except (JailError, OSError) as exc:
+        write_result(scratch, failure("sandbox_unavailable", f"The sandbox jail failed: {exc}"))
+        return 0
     apply_limits(json.loads(os.environ.get(LIMITS_ENV, "{}")))
     request = SandboxRequest.model_validate_json(request_path.read_bytes())
     try:

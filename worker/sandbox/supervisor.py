@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,10 +15,12 @@ from typing import Any
 
 from app.core.config import Settings
 from app.core.errors import JobFailure
+from worker.sandbox.isolation import child_command, hand_over, jail_for
+from worker.sandbox.jail import JAIL_ENV
 from worker.sandbox.limits import LIMITS_ENV
 from worker.sandbox.protocol import REQUEST_FILE, SandboxRequest, SandboxResult, read_result
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout, put on the child's PYTHONPATH
+MIB = 1024 * 1024
 # Only these variables reach the child: no database or broker URL, no credentials.
 PASSTHROUGH_ENV = (
     "PATH", "LANG", "LC_ALL", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
@@ -34,6 +36,7 @@ class Outcome:
     returncode: int
     timed_out: bool = False
     cancelled: bool = False
+    memory_exceeded: bool = False
     stderr_tail: str = ""
     progress: list[dict[str, Any]] = field(default_factory=list)
 
@@ -46,14 +49,12 @@ def child_env(settings: Settings, scratch: Path, device: str = "cpu") -> dict[st
     env.update(
         HOME=str(scratch),
         TMPDIR=str(scratch / "tmp"),
-        PYTHONPATH=str(PROJECT_ROOT),
-        PYTHONDONTWRITEBYTECODE="1",
-        PYTHONUNBUFFERED="1",
         OMP_NUM_THREADS=threads,
         MKL_NUM_THREADS=threads,
         OPENBLAS_NUM_THREADS=threads,
         TORCH_FORCE_WEIGHTS_ONLY_LOAD="1",
         MODELPRESS_SANDBOX="1",
+        MODELPRESS_EXTERNAL_DATA_THRESHOLD_BYTES=str(settings.external_data_threshold_bytes),
     )
     limits = {
         "memory_bytes": 0 if device == "cuda" else settings.sandbox_memory_mb * 1024 * 1024,
@@ -109,11 +110,16 @@ def run_sandboxed(
     (scratch / "tmp").mkdir(exist_ok=True)
     request_path = scratch / REQUEST_FILE
     request_path.write_text(request.model_dump_json())
+    env = child_env(settings, scratch, request.device)
+    jail = jail_for(settings, scratch)
     with (scratch / "stderr.log").open("wb") as err:
+        if jail is not None:
+            env[JAIL_ENV] = jail.to_env()
+            hand_over(scratch, jail)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.sandbox", str(request_path)],
+            child_command(request_path),
             cwd=scratch,
-            env=child_env(settings, scratch, request.device),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=err,
             stderr=err,
@@ -121,14 +127,25 @@ def run_sandboxed(
             close_fds=True,
         )
         try:
-            outcome = _watch(proc, scratch, wall_seconds, on_tick)
+            outcome = _watch(proc, scratch, wall_seconds, on_tick, settings.sandbox_memory_mb * MIB)
         except BaseException:
             _stop(proc)  # a soft time limit or shutdown in the supervisor takes the child along
             raise
     outcome.stderr_tail = (scratch / "stderr.log").read_text(errors="replace")[-4000:]
-    if not outcome.timed_out and not outcome.cancelled:
+    if not (outcome.timed_out or outcome.cancelled or outcome.memory_exceeded):
         outcome.result = read_result(scratch)
     return outcome
+
+
+def resident_bytes(pid: int) -> int:
+    """The process's resident memory (VmRSS), 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _watch(
@@ -136,15 +153,22 @@ def _watch(
     scratch: Path,
     wall_seconds: float,
     on_tick: Callable[[list[dict[str, Any]]], bool] | None,
+    max_resident: int = 0,
 ) -> Outcome:
+    """Wait for the child, relaying progress; stop it at the wall limit, on cancel, or when its
+    resident memory passes `max_resident` (the watchdog of CUDA children, which have no
+    address-space cap; for CPU children RLIMIT_AS acts first)."""
     deadline = time.monotonic() + wall_seconds
-    offset, seen = 0, []
+    offset, seen = 0, list[dict[str, Any]]()
     while True:
         try:
             proc.wait(timeout=TICK_SECONDS)
             break
         except subprocess.TimeoutExpired:
             pass
+        if max_resident and resident_bytes(proc.pid) > max_resident:
+            _stop(proc)
+            return Outcome(None, -signal.SIGKILL, memory_exceeded=True, progress=seen)
         events, offset = _read_progress(scratch / "progress.jsonl", offset)
         seen.extend(events)
         if on_tick is not None and on_tick(events):
@@ -157,12 +181,25 @@ def _watch(
     return Outcome(None, proc.returncode, progress=seen + events)
 
 
+DISK_FULL_BYTES = 1024 * 1024
+
+
+def _disk_full(scratch: Path) -> bool:
+    """A child that could not even write its result, on a disk with (almost) no room left."""
+    try:
+        return shutil.disk_usage(scratch).free < DISK_FULL_BYTES
+    except OSError:
+        return False
+
+
 def failure_of(outcome: Outcome, scratch: Path, wall_seconds: float) -> JobFailure | None:
     """Why a finished child failed, as the job's problem; None when it succeeded."""
     if outcome.timed_out:
         return JobFailure(
             "timeout", f"The job exceeded its wall-clock limit of {wall_seconds:.0f} s."
         )
+    if outcome.memory_exceeded:
+        return JobFailure("resource_exhausted", "The job passed its memory limit and was killed.")
     code = outcome.returncode
     if code < 0:
         sig = signal.Signals(-code)
@@ -174,6 +211,8 @@ def failure_of(outcome: Outcome, scratch: Path, wall_seconds: float) -> JobFailu
             return JobFailure("resource_exhausted", "The job was killed (memory or CPU limit).")
         return JobFailure("loader_crashed", f"The model crashed its runtime (signal {sig.name}).")
     result = outcome.result
+    if result is None and _disk_full(scratch):
+        return JobFailure("insufficient_storage", "The worker's disk filled up during the job.")
     if result is None:
         return JobFailure("job_error", f"The job process exited ({code}) without a result.")
     if not result.ok:

@@ -25,11 +25,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 from app.core.config import Settings
 from worker.sandbox import protocol
+from worker.sandbox.isolation import PROJECT_ROOT
 from worker.sandbox.limits import LIMITS_ENV
 from worker.sandbox.protocol import ModelFile, SandboxRequest, SandboxResult
 from worker.sandbox.supervisor import (
     PASSTHROUGH_ENV,
-    PROJECT_ROOT,
     Outcome,
     child_env,
     failure_of,
@@ -49,14 +49,13 @@ SECRETS = {
 CHILD_KEYS = {
     "HOME",
     "TMPDIR",
-    "PYTHONPATH",
-    "PYTHONDONTWRITEBYTECODE",
-    "PYTHONUNBUFFERED",
+    "MODELPRESS_SANDBOX_JAIL",  # the jail's config: paths and the child's uid, no secret
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "TORCH_FORCE_WEIGHTS_ONLY_LOAD",
     "MODELPRESS_SANDBOX",
+    "MODELPRESS_EXTERNAL_DATA_THRESHOLD_BYTES",  # a size, no secret (worker/onnx_io.py)
     LIMITS_ENV,
     *PASSTHROUGH_ENV,
 }
