@@ -1,13 +1,15 @@
 """What static quantization calibrates on: a pre-processed model and an uploaded dataset.
 
 Memory stays bounded: the dataset is asked for at most `calibration_samples` samples, and the
-reader hands ONNX Runtime one batch of `CALIBRATION_BATCH` samples at a time. Min-max calibration
-reduces each batch to per-tensor ranges inside the graph; for the histogram methods (entropy,
-percentile) the quantize pass sets `CalibStridedMinMax` to one batch, or ONNX Runtime would keep
-every sample's activations of every tensor until the end (measured on a 3x64x64 CNN, 128 samples:
-1.5 GB peak instead of 280 MB, growing with the sample count).
+reader hands ONNX Runtime one batch at a time: `CALIBRATION_BATCH` samples, fewer where one
+batch's inputs and activations would pass `CALIBRATION_BATCH_BYTES` (`calibration_batch`).
+Min-max calibration reduces each batch to per-tensor ranges inside the graph; for the histogram
+methods (entropy, percentile) the quantize pass sets `CalibStridedMinMax` to one batch, or ONNX
+Runtime would keep every sample's activations of every tensor until the end (measured on a
+3x64x64 CNN, 128 samples: 1.5 GB peak instead of 280 MB, growing with the sample count).
 
-Only numpy here: ONNX Runtime recognises a calibration reader by its `get_next` method.
+The reader itself is only numpy: ONNX Runtime recognises a calibration reader by its `get_next`
+method.
 """
 
 from __future__ import annotations
@@ -22,8 +24,17 @@ from onnx import version_converter
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from app.core.errors import JobFailure
+from worker import onnx_io
 
-CALIBRATION_BATCH = 16  # samples per calibration inference
+CALIBRATION_BATCH = 16  # samples per calibration inference, at most
+# The most one calibration batch may cost, estimated (`sample_bytes`: its inputs and every
+# intermediate tensor). ONNX Runtime's calibrator runs the graph with every tensor exposed, and
+# its peak grows with their sum times the batch. Measured on the PP-OCRv4 detector at 3x640x640
+# (0.65 GiB estimated per sample), static min-max of 32 samples, peak RSS / address space: batch
+# 16: 18.4 / 28.5 GB (past a 12 GB sandbox), 4: 5.2 / 9.1 GB, 2: 3.0 / 5.8 GB, 1: 1.8 / 3.7 GB;
+# about 1.7x the estimate in RSS per sample. 1.5 GiB gives it batch 2 (and 16 s instead of 81 s)
+# while an encoder at sequence 128 (45 MiB estimated) keeps 16.
+CALIBRATION_BATCH_BYTES = 3 * 2**29  # 1.5 GiB
 
 
 class CalibrationReader:
@@ -65,9 +76,13 @@ class CalibrationReader:
 
 
 def calibration_reader(
-    arrays: dict[str, np.ndarray], specs: list[dict[str, Any]], dataset_id: str
+    arrays: dict[str, np.ndarray],
+    specs: list[dict[str, Any]],
+    dataset_id: str,
+    model: Path | None = None,
 ) -> CalibrationReader:
-    """A reader over the arrays of an uploaded dataset, bound to the model's inputs.
+    """A reader over the arrays of an uploaded dataset, bound to the model's inputs; with the
+    `model` given, its batch follows the input size (`calibration_batch`).
 
     Raises:
         JobFailure: the dataset does not fit the model's inputs (rank, fixed dims, dtype), or
@@ -76,7 +91,7 @@ def calibration_reader(
     bound = {spec["name"]: _conform(arrays[spec["name"]], spec, dataset_id) for spec in specs}
     counts = {a.shape[0] for a in bound.values() if a.ndim > 0}
     samples = min(counts, default=1)
-    batch = _fixed_batch(specs) or CALIBRATION_BATCH
+    batch = _fixed_batch(specs) or calibration_batch(model, bound)
     if _fixed_batch(specs):
         samples -= samples % batch  # a fixed batch dimension takes whole batches only
     if samples < 1:
@@ -85,6 +100,62 @@ def calibration_reader(
             f"Dataset {dataset_id} holds fewer samples than the model's fixed batch size {batch}.",
         )
     return CalibrationReader(bound, batch, samples)
+
+
+def calibration_batch(model: Path | None, arrays: dict[str, np.ndarray]) -> int:
+    """Samples per calibration inference: `CALIBRATION_BATCH` (batching is faster), fewer where
+    one batch's estimated memory (`sample_bytes`) would pass `CALIBRATION_BATCH_BYTES`: large
+    images calibrated 16 at a time ran a 12 GB sandbox out of memory."""
+    if model is None:
+        return CALIBRATION_BATCH
+    per_sample = sample_bytes(model, arrays)
+    return max(1, min(CALIBRATION_BATCH, CALIBRATION_BATCH_BYTES // max(1, per_sample)))
+
+
+def sample_bytes(model: Path, arrays: dict[str, np.ndarray]) -> int:
+    """Estimated bytes one calibration sample costs: its inputs plus every intermediate tensor,
+    sized by ONNX shape inference at the dataset's shapes (batch 1). A tensor it leaves unsized
+    counts as much as the largest one sized or fed, not zero: on the real MiniLM export (seq 128)
+    it sizes 289 of 526 tensors and this estimates 45 MiB, against 77 MiB measured."""
+    inputs = {k: v[:1] if v.ndim else v for k, v in arrays.items()}
+    proto = onnx.load(str(model), load_external_data=False)
+    outputs = {o for node in proto.graph.node for o in node.output if o}
+    sized = _tensor_bytes(proto, {k: v.shape for k, v in inputs.items()})
+    fed = [int(v.nbytes) for v in inputs.values()]
+    largest = max([*fed, *sized.values()], default=0)
+    return sum(fed) + sum(sized.values()) + len(outputs - sized.keys()) * largest
+
+
+def _tensor_bytes(proto: Any, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Bytes of each tensor ONNX shape inference sizes fully, with the inputs fixed to `shapes`
+    ({} where inference fails: every tensor is then guessed by the caller)."""
+    graph = proto.graph
+    for value in graph.input:
+        if value.name in shapes and value.type.tensor_type.HasField("shape"):
+            for dim, size in zip(
+                value.type.tensor_type.shape.dim, shapes[value.name], strict=False
+            ):
+                dim.dim_value = int(size)  # replaces a dim_param (same oneof)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto).graph
+    except Exception:  # onnx raises several types; an estimate without it is still bounded
+        return {}
+    sizes = {}
+    for value in [*inferred.value_info, *inferred.output]:
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        itemsize = _itemsize(tensor.elem_type)
+        if tensor.HasField("shape") and min(dims, default=0) >= 0 and itemsize:
+            sizes[value.name] = int(np.prod(dims, dtype=np.int64)) * itemsize
+    return sizes
+
+
+def _itemsize(elem_type: int) -> int | None:
+    """Bytes per element of an ONNX element type (None for one numpy cannot name: guessed)."""
+    try:
+        return int(onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize) if elem_type else None
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def _fixed_batch(specs: list[dict[str, Any]]) -> int | None:
@@ -128,7 +199,7 @@ def upgrade_opset(model: Path, work_dir: Path, minimum: int) -> tuple[Path, dict
     Raises:
         JobFailure: the converter cannot bring the model to that opset.
     """
-    proto = onnx.load(str(model), load_external_data=False)
+    proto = onnx_io.load_model(model)  # with its external data: the converted copy moves folder
     before = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if before is None or before >= minimum:
         return model, {}
@@ -143,7 +214,7 @@ def upgrade_opset(model: Path, work_dir: Path, minimum: int) -> tuple[Path, dict
             "`per_channel: false`, or export the model at a newer opset.",
         ) from exc
     out = work_dir / f"opset{minimum}.onnx"
-    onnx.save(converted, str(out))
+    onnx_io.save_model(converted, out)
     return out, {"opset_before": before, "opset": minimum}
 
 

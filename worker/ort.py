@@ -11,6 +11,7 @@ import onnxruntime as ort
 from onnx import TensorProto, numpy_helper
 
 from app.core.errors import JobFailure
+from worker import onnx_io
 
 ALLOWED_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 ORT_TYPES = {
@@ -33,42 +34,44 @@ LEVELS = {
 }
 
 
-def load_checked(path: Path) -> Any:
-    """Load an ONNX file refusing external data and unknown op domains, then run the checker.
+def load_checked(path: Path, bundled: bool = False) -> Any:
+    """Load an ONNX file refusing unknown op domains, then run the checker. External data: a
+    `bundled` model (extracted from an uploaded archive, or a pass's output) may reference files
+    inside its own folder only, which are checked but not read; a bare upload may reference none.
 
     Raises:
-        JobFailure: `model_rejected` with the reason.
+        JobFailure: `model_rejected` with the reason, `external_data_not_supported` or
+            `external_data_path`.
     """
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise JobFailure("model_rejected", f"Not a loadable ONNX model: {exc}") from exc
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            raise JobFailure(
-                "external_data_not_supported",
-                "The model keeps weights in external data files; upload one self-contained file "
-                "(torch.onnx.export(..., external_data=False)).",
-            )
+    if not bundled:
+        onnx_io.refuse_external(model)
+    elif onnx_io.has_external_data(model):
+        onnx_io.check_external_refs(model, path.parent)  # the data stays on disk (any size)
     # The domains nodes use (ORT's optimizer lists every domain it knows among the imports).
     unknown = sorted({n.domain for n in model.graph.node} - ALLOWED_DOMAINS)
     if unknown:
         raise JobFailure("model_rejected", f"Custom operator domains are not allowed: {unknown}.")
     try:
-        onnx.checker.check_model(model)
+        # By path when bundled: the checker then reads external data and allows over 2 GiB.
+        onnx.checker.check_model(str(path) if bundled else model)
     except Exception as exc:
         raise JobFailure("model_rejected", f"The ONNX checker refused the model: {exc}") from exc
     return model
 
 
-def parameter_counts(model: Any) -> tuple[int, int]:
+def parameter_counts(model: Any, base_dir: Path | None = None) -> tuple[int, int]:
     """(elements, non-zero elements) of the graph's weights: every initializer but the int32/int64
-    ones, which are shape arithmetic (int8 weights of a quantized model do count)."""
+    ones, which are shape arithmetic (int8 weights of a quantized model do count). External data
+    is read from `base_dir` one tensor at a time (checked by `load_checked` first)."""
     total = nonzero = 0
     for tensor in model.graph.initializer:
         if tensor.data_type in (TensorProto.INT64, TensorProto.INT32):
             continue
-        array = numpy_helper.to_array(tensor)
+        array = numpy_helper.to_array(tensor, str(base_dir) if base_dir else "")
         total += int(array.size)
         nonzero += int((array != 0).sum())
     return total, nonzero
@@ -114,6 +117,16 @@ def session(
         options.graph_optimization_level = LEVELS[level]
     if optimized_path is not None:
         options.optimized_model_filepath = str(optimized_path)
+        if not isinstance(model, bytes) and onnx_io.is_large(Path(model)):
+            # Over the threshold the optimized graph keeps its weights in a data file beside it
+            # (one protobuf cannot hold over 2 GiB).
+            options.add_session_config_entry(
+                "session.optimized_model_external_initializers_file_name",
+                optimized_path.name + onnx_io.DATA_SUFFIX,
+            )
+            options.add_session_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+            )
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(profile_prefix)

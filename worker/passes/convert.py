@@ -37,6 +37,7 @@ from app.passes.convert import (
     ConvertConfig,
     ConvertTechnique,
 )
+from worker import onnx_io
 from worker.ort import session as ort_session
 from worker.passes.base import Pass, PassContext, PassResult
 from worker.precision.bf16 import bf16_candidate, to_bf16
@@ -70,7 +71,7 @@ class ConvertPass(Pass[ConvertConfig]):
     technique = ConvertTechnique()
 
     def run(self, ctx: PassContext, config: ConvertConfig) -> PassResult:
-        source = onnx.load(str(ctx.input_path), load_external_data=False)
+        source = onnx_io.load_model(ctx.input_path)
         name_nodes(source)
         feeds = ctx.tools.example_inputs(PROBE_BATCH)
         probe = _probe(source, feeds, ctx.threads)
@@ -80,7 +81,7 @@ class ConvertPass(Pass[ConvertConfig]):
         if config.precision == "fp16":
             fallback, workaround = _write_fp16(source, config, probe, out)
         else:
-            onnx.save(to_bf16(source, config), str(out))
+            onnx_io.save_model(to_bf16(source, config), out)
         try:  # a refused model is not left behind in the work directory
             got = _run_converted(out, feeds, ctx.threads, config.keep_io_types)
             names = [o.name for o in source.graph.output]
@@ -120,11 +121,11 @@ def _write_fp16(
     """Convert and save; where ONNX Runtime crashes loading the result, convert again with the
     Transposes that feed a MatMul/Gemm kept in fp32. Returns (fallback, workaround) nodes."""
     fallback = overflowing_nodes(source, probe) if config.auto_fallback else {}
-    onnx.save(to_fp16(source, config, probe, set(fallback)), str(out))
+    onnx_io.save_model(to_fp16(source, config, probe, set(fallback)), out)
     if _loads_in_child(out):
         return fallback, []
     workaround = _transposes_into_matmuls(source.graph)
-    onnx.save(to_fp16(source, config, probe, {*fallback, *workaround}), str(out))
+    onnx_io.save_model(to_fp16(source, config, probe, {*fallback, *workaround}), out)
     if workaround and _loads_in_child(out):
         return fallback, workaround
     out.unlink()
@@ -223,7 +224,7 @@ def _node_split(
     ops = blocked_ops(config)
     if config.precision == "bf16":
         floats = {i.name for i in source.graph.initializer if bf16_candidate(i)}
-        inits = onnx.load(str(out), load_external_data=False).graph.initializer
+        inits = onnx_io.load_model(out, load_data=False).graph.initializer
         bf16 = {i.name.removesuffix("__bf16") for i in inits if i.data_type == BF16}
     else:
         floats = {k for k, v in probe.items() if np.asarray(v).dtype.kind == "f"}

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import onnx
 import torch
 from onnx import version_converter
 
@@ -22,6 +21,7 @@ from app.passes.export import (
     ExportConfig,
     ExportTechnique,
 )
+from worker import onnx_io
 from worker.onnx_to_torch.module import OnnxModule
 from worker.passes.base import Pass, PassContext, PassResult
 
@@ -107,7 +107,7 @@ def _pt2_to_torchscript(ctx: PassContext, out: Path) -> dict[str, Any]:
 
 
 def _onnx_to_torchscript(ctx: PassContext, out: Path) -> dict[str, Any]:
-    module = OnnxModule(onnx.load(str(ctx.input_path))).eval()
+    module = OnnxModule(onnx_io.load_model(ctx.input_path)).eval()
     with torch.inference_mode():
         traced = torch.jit.trace(module, _example_args(ctx), check_trace=False)
     torch.jit.save(traced, str(out))
@@ -120,7 +120,7 @@ def _onnx_to_tvm(ctx: PassContext, out: Path) -> dict[str, Any]:
     from tvm.relax.frontend.onnx import from_onnx
 
     # Symbolic dims (the batch) stay symbolic: one library serves every batch size.
-    module = from_onnx(onnx.load(str(ctx.input_path)), keep_params_in_input=False)
+    module = from_onnx(onnx_io.load_model(ctx.input_path), keep_params_in_input=False)
     module = relax.transform.DecomposeOpsForInference()(module)
     module = relax.transform.LegalizeOps()(module)
     tvm.compile(module, target="llvm").export_library(str(out))
@@ -147,8 +147,8 @@ for o in outs:
 
 
 def _onnx_opset(ctx: PassContext, out: Path, opset: int) -> dict[str, Any]:
-    model = onnx.load(str(ctx.input_path))
+    model = onnx_io.load_model(ctx.input_path)
     before = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     converted = model if before == opset else version_converter.convert_version(model, opset)
-    onnx.save(converted, str(out))
+    onnx_io.save_model(converted, out)
     return {"exporter": "onnx.version_converter", "opset_before": before, "opset": opset}

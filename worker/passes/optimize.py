@@ -9,13 +9,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import onnx
 from onnxruntime.transformers.optimizer import optimize_model
 
 from app.passes.optimize import (
     OptimizeConfig,
     OptimizeTechnique,
 )
+from worker import onnx_io
 from worker.ort import session as ort_session
 from worker.passes.base import Pass, PassContext, PassResult
 
@@ -46,7 +46,7 @@ def _transformer_fusions(source: Path, out: Path, config: OptimizeConfig) -> dic
         opt_level=0,  # only the fusions here; the session below applies the ORT level
         use_gpu=False,
     )
-    optimized.save_model_to_file(str(out), use_external_data_format=False)
+    optimized.save_model_to_file(str(out), use_external_data_format=onnx_io.is_large(source))
     stats = optimized.get_fused_operator_statistics() or {}
     return {k: int(v) for k, v in stats.items() if v}
 
@@ -64,8 +64,8 @@ class OptimizePass(Pass[OptimizeConfig]):
             source = fused_path
         out = ctx.work_dir / "optimized.onnx"
         ort_session(source, ctx.threads, level=config.level, optimized_path=out)
-        before = onnx.load(str(ctx.input_path), load_external_data=False)
-        after = onnx.load(str(out), load_external_data=False)
+        before = onnx_io.load_model(ctx.input_path, load_data=False)
+        after = onnx_io.load_model(out, load_data=False)
         metrics |= {
             "nodes_before": len(before.graph.node),
             "nodes_after": len(after.graph.node),

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 from onnx import numpy_helper
 
 from app.core.errors import JobFailure
@@ -26,6 +25,7 @@ from app.passes.prune_magnitude import (
     PruneMagnitudeConfig,
     PruneMagnitudeTechnique,
 )
+from worker import onnx_io
 from worker.ort import session as ort_session
 from worker.passes.base import Pass, PassContext, PassResult
 
@@ -175,7 +175,7 @@ class PruneMagnitudePass(Pass[PruneMagnitudeConfig]):
     technique = PruneMagnitudeTechnique()
 
     def run(self, ctx: PassContext, config: PruneMagnitudeConfig) -> PassResult:
-        model = onnx.load(str(ctx.input_path), load_external_data=False)
+        model = onnx_io.load_model(ctx.input_path)
         weights = _weights(model, config)
         inits = {i.name: i for i in model.graph.initializer}
         arrays = {name: numpy_helper.to_array(inits[name]) for name in weights}
@@ -183,7 +183,7 @@ class PruneMagnitudePass(Pass[PruneMagnitudeConfig]):
         for name, values in pruned.items():
             inits[name].CopyFrom(numpy_helper.from_array(values, name))
         out = ctx.work_dir / "pruned.onnx"
-        onnx.save(model, str(out))
+        onnx_io.save_model(model, out)
         try:  # a refused model is not left behind in the work directory
             cosine = _check_runs(ctx.input_path, out, ctx.tools.example_inputs(2), ctx.threads)
         except JobFailure:

@@ -12,6 +12,7 @@ import torch
 from app.core.errors import JobFailure
 from app.jobs.schemas import JobCreate
 from app.passes.spec import plan
+from worker import onnx_io
 from worker.measure import memprobe
 from worker.measure import pair as measure
 from worker.measure.inputs import onnx_vocab
@@ -58,6 +59,8 @@ def prepare(scratch: Path, request: SandboxRequest) -> JobRun:
     spec = JobCreate.model_validate(request.spec)
     _check_device(spec.device)
     source, fmt = scratch / request.model.path, request.model.format
+    if fmt == "onnx":
+        source, _bundled = onnx_io.stage(source)  # an uploaded archive: its extracted .onnx
     datasets = {k: scratch / v for k, v in request.datasets.items()}
     tools = WorkerTools(
         request.model.inputs,
@@ -152,7 +155,7 @@ def measure_job(job: JobRun, final: Path, final_fmt: str, full: bool = True) -> 
         facts[label]["throughput"] = {b: s["throughput"] for b, s in lat[label].items()}
         facts[label]["memory"] = _memory(spec, loaded[label], tools, vocab, max(sizes))
     outputs = [o["name"] for o in request.model.outputs]
-    fidelity, accuracy = measure.fidelity_and_accuracy(pair, spec, datasets, outputs)
+    fidelity, accuracy = measure.fidelity_and_accuracy(pair, spec, datasets, outputs, notes)
     if device == "cuda" and any(x.provider in ("CPUExecutionProvider",) for x in loaded.values()):
         notes.append(
             "This worker's ONNX Runtime has no CUDA provider: the ONNX model(s) were measured on "

@@ -8,6 +8,7 @@ from typing import Any
 
 from app.core.formats import model_filename
 from app.core.storage import sha256_file
+from worker import onnx_io
 from worker.pipeline.auto import run_auto
 from worker.pipeline.job import JobRun, measure_job, prepare, run_steps
 from worker.report.build import (
@@ -21,6 +22,12 @@ from worker.report.build import (
 from worker.report.html import render_html
 from worker.sandbox.protocol import ArtifactFile, SandboxRequest, SandboxResult
 
+ARCHIVE_NAME = "model.zip"
+ARCHIVE_NOTE = (
+    "The model keeps its weights in external data (over the size threshold): the artifact "
+    "{name} holds {members}; unzip it and open the .onnx beside its data file."
+)
+
 
 def run_pipeline(scratch: Path, request: SandboxRequest) -> SandboxResult:
     """Run a job's spec on its model; returns the artifacts written under `scratch/out`."""
@@ -33,20 +40,21 @@ def run_pipeline(scratch: Path, request: SandboxRequest) -> SandboxResult:
         final_path, final_fmt, steps, extra, artifacts = run_auto(job, out)
     else:
         final_path, final_fmt, steps = run_steps(job, list(job.spec.steps or []), scratch / "work")
-    model_name = model_filename("model", final_fmt)
-    shutil.copyfile(final_path, out / model_name)
+    model_name, measured_path, delivery = _deliver(final_path, final_fmt, scratch, out)
     if final_fmt == "tvm":  # the compiler step leaves a runner snippet beside the library
         shutil.copyfile(final_path.parent / "run_tvm.py", out / "run_tvm.py")
         artifacts.append({"name": "run_tvm.py", "kind": "snippet", "media_type": "text/x-python"})
     job.progress.emit(0.9, "measuring original vs optimized")
-    measured = measure_job(job, out / model_name, final_fmt)
+    measured = measure_job(job, measured_path, final_fmt)
+    if delivery["archive"]:
+        measured["notes"].append(ARCHIVE_NOTE.format(**delivery))
     report = _report(job, measured, steps, extra)
     validated = write_report(out / "report.json", report)
     (out / "report.html").write_text(render_html(validated), encoding="utf-8")
-    write_json(out / "manifest.json", _manifest(job, report, out / model_name))
+    write_json(out / "manifest.json", _manifest(job, report, out / model_name, delivery))
     job.progress.emit(1.0, "done")
     files = [
-        {"name": model_name, "kind": "model", "media_type": "application/octet-stream"},
+        {"name": model_name, "kind": "model", "media_type": delivery["media_type"]},
         {"name": "report.json", "kind": "report", "media_type": "application/json"},
         {"name": "report.html", "kind": "report", "media_type": "text/html"},
         {"name": "manifest.json", "kind": "manifest", "media_type": "application/json"},
@@ -104,7 +112,25 @@ def _report(
     return report
 
 
-def _manifest(job: JobRun, report: dict[str, Any], model: Path) -> dict[str, Any]:
+def _deliver(final: Path, fmt: str, scratch: Path, out: Path) -> tuple[str, Path, dict[str, Any]]:
+    """Put the final model under `out`: one file, or, for an ONNX model with external data
+    (over the threshold), a stored zip of the `.onnx` and its data file. Returns the artifact's
+    name, the path to measure (the unpacked `.onnx` for an archive) and what the manifest says."""
+    if fmt == "onnx":
+        final = onnx_io.normalize(final, scratch / "final")
+        if onnx_io.data_files(final):
+            members = onnx_io.write_archive(final, out / ARCHIVE_NAME)
+            delivery = {"archive": True, "name": ARCHIVE_NAME, "members": members}
+            return ARCHIVE_NAME, final, {**delivery, "media_type": "application/zip"}
+    name = model_filename("model", fmt)
+    shutil.copyfile(final, out / name)
+    delivery = {"archive": False, "name": name, "media_type": "application/octet-stream"}
+    return name, out / name, delivery
+
+
+def _manifest(
+    job: JobRun, report: dict[str, Any], model: Path, delivery: dict[str, Any]
+) -> dict[str, Any]:
     """What a reader needs to reproduce the job: spec, pass versions, libraries, seeds, hashes."""
     request = job.request
     return {
@@ -116,4 +142,5 @@ def _manifest(job: JobRun, report: dict[str, Any], model: Path) -> dict[str, Any
         "input_model_sha256": request.model.public["sha256"],
         "datasets_sha256": request.datasets_sha256,
         "outputs": {model.name: sha256_file(model)},
+        "model_artifact": {k: v for k, v in delivery.items() if k != "media_type"},
     }

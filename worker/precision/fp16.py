@@ -118,6 +118,7 @@ def to_fp16(
             )
     except ValueError as exc:  # e.g. "The model is already converted to float16"
         raise JobFailure("conversion_failed", f"fp16 conversion failed: {exc}") from exc
+    _retype_float_writers(converted.graph)
     _bypass_round_trips(converted.graph)
     if config.keep_io_types:
         _restore_output_types(converted.graph, source.graph)
@@ -126,6 +127,33 @@ def to_fp16(
 
 def _cast_to(node: Any) -> int | None:
     return next((a.i for a in node.attribute if a.name == "to"), None)
+
+
+# Ops whose output element type is an attribute: the converter retypes their outputs' value_info
+# to fp16 but leaves the attribute saying float.
+TYPE_ATTRIBUTES = {
+    "Cast": "to",
+    "EyeLike": "dtype",
+    "RandomNormal": "dtype",
+    "RandomNormalLike": "dtype",
+    "RandomUniform": "dtype",
+}
+
+
+def _retype_float_writers(graph: Any) -> None:
+    """Make converted nodes that write float by attribute write fp16, as the converter declared.
+
+    Exporters put a Cast to float into the graph (an attention mask turned into weights,
+    `mask.to(hidden.dtype)`; a dtype copy): the converter turns the Cast's output value_info
+    fp16 without touching its `to`, and ONNX Runtime refuses the graph ("Type (tensor(float16))
+    of output arg ... of node Cast does not match expected type (tensor(float))"). Nodes kept in
+    fp32 keep float value_info, so they are left alone; so are the converter's own casts."""
+    declared = {v.name: v.type.tensor_type.elem_type for v in [*graph.value_info, *graph.output]}
+    for node in graph.node:
+        key = TYPE_ATTRIBUTES.get(node.op_type)
+        attr = next((a for a in node.attribute if a.name == key), None)
+        if attr is not None and attr.i == FLOAT and declared.get(node.output[0]) == FLOAT16:
+            attr.i = FLOAT16
 
 
 def _bypass_round_trips(graph: Any) -> None:

@@ -137,6 +137,9 @@ def verdict(
         )
     _budget(c, comp, optimized, accuracy, judge)
     _fidelity(c, (fidelity or {}).get("outputs") or {}, judge)  # a broken model leads the notes
+    second = (fidelity or {}).get("second_shape") or {}
+    if second.get("optimized_fails"):
+        judge(False, str(second["skipped"]), True)
     if c.fail_if_slower:
         judge(not slower, "not slower than the original beyond the noise at any batch size", True)
     return {"met": judge.ok, "reasons": judge.reasons, "notes": judge.first + notes}
