@@ -61,3 +61,18 @@ def test_compose_services_share_one_database_and_broker(compose: dict) -> None:
     assert len({e["MODELPRESS_DATABASE_URL"] for e in ours}) == 1
     assert len({e["MODELPRESS_BROKER_URL"] for e in ours}) == 1
     assert all(e["MODELPRESS_AUTO_MIGRATE"] == "false" for e in ours)
+
+
+def test_worker_containers_can_build_the_sandbox_jail() -> None:
+    """The jail needs root and CAP_SYS_ADMIN in the worker container; compose refuses to run
+    jobs unjailed rather than degrade (worker/sandbox/jail.py)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for name in ("worker", "worker-cuda"):
+        service = compose["services"][name]
+        assert "SYS_ADMIN" in service["cap_add"]
+        assert "seccomp=unconfined" in service["security_opt"]
+        assert service["environment"]["MODELPRESS_SANDBOX_ISOLATION"] == "required"
+    for stage in ("FROM base AS worker\n", "FROM base AS worker-cuda\n"):
+        body = dockerfile.split(stage)[1].split("\nFROM ")[0]
+        assert "\nUSER " not in body
