@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from types import FrameType
 
 from app.core.config import Settings
@@ -33,6 +32,16 @@ def work_once(settings: Settings, stop: threading.Event) -> bool:
     return False
 
 
+def _housekeep(settings: Settings, stop: threading.Event) -> None:
+    """The scheduler's tick, beside the work: leases, webhooks, retention and the blob collector
+    keep going while a long job runs (there is no separate scheduler in the embedded mode)."""
+    while not stop.wait(REAP_EVERY_SECONDS):
+        try:
+            reaper.tick(settings)
+        except Exception:
+            log.exception("housekeeping round failed")
+
+
 def run_embedded_worker(settings: Settings, stop: threading.Event | None = None) -> None:
     """Poll until SIGTERM/SIGINT; a job interrupted by the stop is requeued, not lost."""
     stop = stop or threading.Event()
@@ -43,12 +52,12 @@ def run_embedded_worker(settings: Settings, stop: threading.Event | None = None)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-    last_reap = 0.0
+    housekeeping = threading.Thread(
+        target=_housekeep, args=(settings, stop), name="housekeeping", daemon=True
+    )
+    housekeeping.start()
     log.info("embedded worker started")
     while not stop.is_set():
-        if time.monotonic() - last_reap > REAP_EVERY_SECONDS:
-            reaper.tick(settings)
-            last_reap = time.monotonic()
         try:
             busy = work_once(settings, stop)
         except Exception:
