@@ -1,4 +1,5 @@
-"""The client installs without the server: importing it loads httpx and the standard library."""
+"""The client installs without the server: importing it loads httpx, pydantic (and what httpx
+itself loads, rich among it) and the standard library."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a bare `pip install modelpress` lacks (and the worker code the client must never reach).
+# pydantic is the client's own (its typed results); pydantic_settings is the server's.
 SERVER_STACK = [
+    "alembic",
     "celery",
     "fastapi",
+    "numpy",
     "onnx",
     "onnxruntime",
-    "pydantic",
     "pydantic_settings",
     "sqlalchemy",
     "starlette",
