@@ -5,6 +5,12 @@ tables become GatherBlockQuantized. Both are ONNX Runtime contrib ops.
 `rtn` is ONNX Runtime's default blockwise quantizer (round to nearest, in C++); `hqq` and `gptq`
 are its HQQ and GPTQ configurations. HQQ writes float zero points, which GatherBlockQuantized
 cannot take, and the GPTQ and 8-bit paths quantize MatMul only: embeddings then stay float.
+
+A 4-bit embedding table is an int4 tensor, which needs opset 21: ONNX Runtime's quantizer then
+only rewrites the opset number, which leaves ops whose form changed since the model's opset
+invalid (an LLM exported at opset 17 fails to load: ReduceMean's `axes` became an input in 18).
+So the model is converted to opset 21 first (onnx's version converter); where that fails, the
+embedding stays float and the step says so.
 """
 
 from __future__ import annotations
@@ -15,15 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from onnx import numpy_helper
+from onnx import numpy_helper, version_converter
 from onnxruntime.quantization import CalibrationDataReader
 from onnxruntime.quantization import matmul_nbits_quantizer as nbits
 
 from app.core.errors import JobFailure
 from app.passes.quantize import QuantizeConfig, chosen_op_types
+from worker import onnx_io
 
 QUANTIZED_OPS = ("MatMulNBits", "GatherBlockQuantized")
 QUANT_AXES = (("MatMul", 0), ("Gather", 1))
+INT4_OPSET = 21  # the first opset with int4/uint4 tensors (GatherBlockQuantized's packed table)
 CONTRIB_WARNING = (
     "Weight-only quantization writes ONNX Runtime contrib ops (MatMulNBits, "
     "GatherBlockQuantized): the model runs in ONNX Runtime only."
@@ -71,7 +79,9 @@ def quantize_nbits(
         JobFailure: ONNX Runtime's quantizer refused the model.
     """
     ops, warnings = op_types(config)
-    model = onnx.load(str(source), load_external_data=False)
+    model = onnx_io.load_model(source)  # the quantizer reads the weights: external data too
+    model, ops, opset_metrics, opset_warnings = _int4_opset(model, ops)
+    warnings += opset_warnings
     before = float_weights(model, set(ops))
     quantizer = nbits.MatMulNBitsQuantizer(
         model,
@@ -90,8 +100,32 @@ def quantize_nbits(
         raise JobFailure(
             "quantization_failed", f"Weight-only quantization failed: {type(exc).__name__}: {exc}"
         ) from exc
-    quantizer.model.save_model_to_file(str(out), use_external_data_format=False)
-    return _metrics(config, before, onnx.load(str(out))), [*warnings, CONTRIB_WARNING]
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=onnx_io.is_large(source))
+    metrics = _metrics(config, before, onnx.load(str(out))) | opset_metrics
+    return metrics, [*warnings, CONTRIB_WARNING]
+
+
+def _opset(model: Any) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _int4_opset(model: Any, ops: list[str]) -> tuple[Any, list[str], dict[str, Any], list[str]]:
+    """The model at INT4_OPSET where a 4-bit embedding needs it (see the module's docstring):
+    (model, op types, metrics, warnings). Without a conversion the embedding stays float."""
+    before = _opset(model)
+    if "Gather" not in ops or before >= INT4_OPSET:
+        return model, ops, {}, []
+    try:
+        converted = version_converter.convert_version(model, INT4_OPSET)
+    except Exception as exc:  # the converter lacks adapters for some ops and forms
+        kept = [t for t in ops if t != "Gather"]
+        warning = (
+            f"Embedding tables (Gather) stay float: a 4-bit table needs opset {INT4_OPSET} and "
+            f"converting this opset-{before} model failed ({type(exc).__name__}: "
+            f"{str(exc)[:200]})."
+        )
+        return model, kept, {"opset_before": before, "opset_after": before}, [warning]
+    return converted, ops, {"opset_before": before, "opset_after": INT4_OPSET}, []
 
 
 def float_weights(model: Any, ops: set[str]) -> dict[str, int]:
