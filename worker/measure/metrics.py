@@ -5,17 +5,22 @@ from __future__ import annotations
 import numpy as np
 
 
-def _class_ids(labels: np.ndarray) -> np.ndarray:
-    return labels.argmax(axis=-1) if labels.ndim > 1 else labels.astype(np.int64)
+def _class_ids(labels: np.ndarray, outputs: np.ndarray) -> np.ndarray:
+    """Class ids from labels that are ids (one per sample, or per position of a sequence:
+    shape = outputs' without the class axis) or one-hot / soft scores (outputs' shape)."""
+    if labels.ndim == outputs.ndim and labels.shape[-1] == outputs.shape[-1] and outputs.ndim > 1:
+        return labels.argmax(axis=-1)
+    return labels.astype(np.int64).reshape(outputs.shape[:-1])
 
 
 def score(metric: str, outputs: np.ndarray, labels: np.ndarray) -> float:
-    """`accuracy` and `top5` over class scores; `mse`, `mae` and `cosine` against targets."""
+    """`accuracy` and `top5` over class scores (per sample, or per token of a sequence output);
+    `mse`, `mae` and `cosine` against targets."""
     if metric == "accuracy":
-        return float((outputs.argmax(axis=-1) == _class_ids(labels)).mean())
+        return float((outputs.argmax(axis=-1) == _class_ids(labels, outputs)).mean())
     if metric == "top5":
-        top = np.argsort(-outputs, axis=-1)[:, :5]
-        return float((top == _class_ids(labels)[:, None]).any(axis=1).mean())
+        top = np.argsort(-outputs, axis=-1)[..., :5]
+        return float((top == _class_ids(labels, outputs)[..., None]).any(axis=-1).mean())
     if metric == "cosine":
         a = outputs.astype(np.float64).reshape(len(labels), -1)
         b = labels.astype(np.float64).reshape(len(labels), -1)

@@ -55,3 +55,22 @@ def test_cosine_is_the_mean_per_sample_cosine() -> None:
     targets = np.array([[1.0, 0.0], [1.0, 0.0]])
 
     assert score("cosine", outputs, targets) == pytest.approx((1.0 + 1 / np.sqrt(2)) / 2)
+
+
+def test_accuracy_per_token_of_a_sequence_output() -> None:
+    """Token labels (samples x positions) against logits (samples x positions x vocabulary):
+    the LLM case, which crashed the job before."""
+    logits = np.zeros((2, 3, 5), dtype=np.float32)
+    logits[0, :, 1] = 1.0  # predicts 1 everywhere
+    logits[1, :, 4] = 1.0  # predicts 4 everywhere
+    labels = np.array([[1, 1, 0], [4, 4, 4]], dtype=np.int64)
+
+    assert score("accuracy", logits, labels) == pytest.approx(5 / 6)
+    assert score("top5", logits, labels) == 1.0
+
+
+def test_integer_labels_of_a_two_class_output_are_ids_not_one_hot() -> None:
+    outputs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=np.float32)
+
+    assert score("accuracy", outputs, np.array([0, 1, 1])) == pytest.approx(2 / 3)
+    assert score("accuracy", outputs, np.eye(2)[[0, 1, 1]]) == pytest.approx(2 / 3)
