@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +65,31 @@ def load_checked(path: Path, bundled: bool = False) -> Any:
     return model
 
 
+SHAPE_TYPES = (TensorProto.INT64, TensorProto.INT32)
+
+
+def weight_tensors(model: Any) -> Iterator[Any]:
+    """The graph's weights: every initializer and every `Constant` tensor but the int32/int64
+    ones, which are shape arithmetic (int8 weights of a quantized model do count). Constants
+    count because some exporters (paddle2onnx, e.g. PP-OCR) store every weight in `Constant`
+    nodes: counting initializers alone gave 0 parameters for such a model."""
+    constants = (
+        attr.t
+        for node in model.graph.node
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx")
+        for attr in node.attribute
+        if attr.name == "value"
+    )
+    for tensor in itertools.chain(model.graph.initializer, constants):
+        if tensor.data_type not in SHAPE_TYPES:
+            yield tensor
+
+
 def parameter_counts(model: Any, base_dir: Path | None = None) -> tuple[int, int]:
-    """(elements, non-zero elements) of the graph's weights: every initializer but the int32/int64
-    ones, which are shape arithmetic (int8 weights of a quantized model do count). External data
-    is read from `base_dir` one tensor at a time (checked by `load_checked` first)."""
+    """(elements, non-zero elements) of the graph's weights (`weight_tensors`). External data is
+    read from `base_dir` one tensor at a time (checked by `load_checked` first)."""
     total = nonzero = 0
-    for tensor in model.graph.initializer:
-        if tensor.data_type in (TensorProto.INT64, TensorProto.INT32):
-            continue
+    for tensor in weight_tensors(model):
         array = numpy_helper.to_array(tensor, str(base_dir) if base_dir else "")
         total += int(array.size)
         nonzero += int((array != 0).sum())

@@ -14,6 +14,11 @@ import torch.nn.functional as F
 
 from app.passes.distill import DistillConfig
 
+INFERENCE_SAMPLES = 256  # samples per inference call (teacher, evaluation, checks) at most...
+INFERENCE_BYTES = 16 * 2**20  # ...and input bytes per call at most: a call's activations grow
+# with it, and 256 detector pages at 640 x 640 (1.2 GB of input alone, tens of GB of
+# activations) would exhaust the sandbox's memory where one page at a time takes ~100 MB
+
 
 @dataclass
 class Data:
@@ -56,6 +61,13 @@ def _loss(outputs: tuple[Any, ...], targets: list[Any], labels: Any, task: Task,
         return soft
     logits = _logits(outputs[task.primary], task.probabilities[task.primary])
     return task.alpha * soft + (1 - task.alpha) * F.cross_entropy(logits, labels)
+
+
+def inference_chunk(arrays: list[Any]) -> int:
+    """Samples per inference call: `INFERENCE_SAMPLES`, fewer where the samples are large
+    (`INFERENCE_BYTES`), at least 1."""
+    per_sample = sum(int(a[:1].nbytes) for a in arrays)
+    return max(1, min(INFERENCE_SAMPLES, INFERENCE_BYTES // max(per_sample, 1)))
 
 
 def forward(module: Any, arrays: list[Any], index: Any, device: str) -> tuple[Any, ...]:
@@ -108,10 +120,12 @@ def train(
 def torch_agreement(
     module: Any, inputs: list[Any], teacher: list[np.ndarray], data: Data, task: Task, device: str
 ) -> float:
+    chunks = []
     with torch.no_grad():
-        index = torch.from_numpy(data.val)
-        student = forward(module, inputs, index, device)[task.primary].float().cpu().numpy()
-    return agreement(student, teacher[task.primary][data.val], task)
+        for index in torch.from_numpy(data.val).split(inference_chunk(inputs)):
+            out = forward(module, inputs, index, device)[task.primary]
+            chunks.append(out.float().cpu().numpy())
+    return agreement(np.concatenate(chunks), teacher[task.primary][data.val], task)
 
 
 def agreement(student: np.ndarray, teacher: np.ndarray, task: Task) -> float:

@@ -5,7 +5,8 @@ batch 1 on 640 x 640 pages (through the package's own preprocessing class).
 
 The images are rendered here with PIL (lines of real sentences in DejaVu fonts on paper-like or
 dark backgrounds, with boxes, rules, noise and blur): synthetic, but text as a detector sees it.
-Calibration and evaluation images are drawn from different seeds.
+Calibration and evaluation images are drawn from different seeds. Then channel pruning and
+pruning + distillation of the same detector (real_ocr_distill.py), saved as `prune_distill`.
 """
 
 from __future__ import annotations
@@ -87,15 +88,16 @@ def render(seed: int, texts: list[str]) -> Any:
     return page.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
 
 
-def images(seeds: range) -> np.ndarray:
-    """Rendered pages through the package's own detector preprocessing, as one NCHW batch."""
+def images(seeds: range, side: int | None = None) -> np.ndarray:
+    """Rendered pages through the package's own detector preprocessing, as one NCHW batch;
+    `side` replaces CONFIG's side limit (a 640 page comes out `side` x `side`)."""
     from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
 
     texts = sentences()
     # The package's mean/std (0.5) on BGR pixels as its image loader gives them; the size rule
     # is CONFIG's (see there).
-    side, kind = CONFIG["preprocess"]
-    prep = DetPreProcess(side, kind, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
+    limit, kind = CONFIG["preprocess"]
+    prep = DetPreProcess(side or limit, kind, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
     return np.concatenate([prep(np.asarray(render(s, texts))[:, :, ::-1]) for s in seeds])
 
 
@@ -268,6 +270,9 @@ def run(client: httpx.Client, tmp: Path) -> dict[str, Any]:
     started = time.perf_counter()
     measured = measure(fp32, paths, evaluation)
     timings["side_by_side"] = round(time.perf_counter() - started, 1)
+    started = time.perf_counter()
+    pruned = _prune_distill(client, fp32, evaluation, tmp)
+    timings["prune_distill"] = round(time.perf_counter() - started, 1)
     return {
         "package": real_jobs.describe_package("rapidocr_onnxruntime", "rapidocr_onnxruntime"),
         "model": {"file": MODEL, **describe_model(fp32)},
@@ -282,5 +287,16 @@ def run(client: httpx.Client, tmp: Path) -> dict[str, Any]:
         "direct": {"attempts": made["attempts"], "produced": made["path"] is not None},
         "jobs": {k: {x: y for x, y in v.items() if x != "path"} for k, v in jobs.items()},
         "measured": measured,
+        "prune_distill": pruned,
         "timings_s": timings,
     }
+
+
+def _prune_distill(
+    client: httpx.Client, fp32: Path, evaluation: np.ndarray, tmp: Path
+) -> dict[str, Any]:
+    """Channel pruning, then distillation, of the same detector (real_ocr_distill.py; imported
+    here because it builds on this module)."""
+    from benchlib import real_ocr_distill
+
+    return real_ocr_distill.run(client, fp32, evaluation, tmp)

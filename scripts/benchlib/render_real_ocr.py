@@ -21,6 +21,7 @@ from benchlib.render_real_common import (
     same_file_sentence,
     verdict_text,
 )
+from benchlib.render_real_ocr_distill import prune_distill_section
 
 HEADING = "### PP-OCRv4 text detector (mobile CNN, batch 1)"
 
@@ -39,6 +40,7 @@ def ocr_section(o: dict[str, Any]) -> list[str]:
         *ocr_table(o),
         "",
         *[f"- {f}" for f in findings(o)],
+        *(["", *prune_distill_section(o["prune_distill"])] if o.get("prune_distill") else []),
     ]
 
 

@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 import numpy as np
 import onnx
-from onnx import AttributeProto, TensorProto, numpy_helper
+from onnx import AttributeProto, numpy_helper
 
 from worker.channels.state import Analysis
+from worker.ort import weight_tensors
 
 Edit = tuple[str, int, Any]  # ("take" | "zero", axis, indices) or ("set", position, value)
 Slot = tuple[int, int]  # (node index, input index)
@@ -73,10 +74,9 @@ def rewrite(analysis: Analysis, removed: set[int], mode: Literal["prune", "mask"
 
 
 def parameter_count(model: Any) -> int:
-    """Elements of the graph's weights, as the job report counts them: every initializer but
-    the int32/int64 ones (shape arithmetic)."""
-    shapes = (TensorProto.INT64, TensorProto.INT32)
-    return sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type not in shapes)
+    """Elements of the graph's weights, initializers and `Constant` tensors alike
+    (`worker.ort.weight_tensors`)."""
+    return sum(int(np.prod(t.dims)) for t in weight_tensors(model))
 
 
 def _set_attribute(node: Any, name: str, position: int | None, value: Any) -> None:

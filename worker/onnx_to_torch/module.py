@@ -1,19 +1,23 @@
 """Our own ONNX -> PyTorch conversion, for passes that train an uploaded model (distill).
 
 onnx2torch and onnx2pytorch import torchvision, which does not install beside our torch
-(docs/field-notes.md), so this module interprets the ONNX graph itself. `OnnxModule` holds the float
-initializers as trainable `nn.Parameter`s (same values, same dtypes) and every other initializer
-or Constant as a buffer, and its `forward` runs the nodes in graph order with torch functional ops,
-eagerly: shape arithmetic (Shape -> Gather -> Concat -> Reshape) runs on small int64 tensors and
-just works at any batch size or sequence length. `write_back` copies the trained values into the
-initializers of the ONNX model they came from.
+(docs/field-notes.md), so this module interprets the ONNX graph itself. `OnnxModule` holds the
+float weights (initializers or `Constant` tensors) as trainable `nn.Parameter`s (same values,
+same dtypes) and every other initializer or Constant as a buffer, and its `forward` runs the nodes
+in graph order with torch functional ops, eagerly: shape arithmetic (Shape -> Gather -> Concat ->
+Reshape) runs on small int64 tensors and just works at any batch size or sequence length.
+`write_back` copies the trained values into the initializers (and `Constant` nodes) of the ONNX
+model they came from.
 
 Which float initializers train: every one in a weight slot (Conv, ConvTranspose, Gemm, MatMul,
 Gather tables, normalization scale/bias, PRelu slopes) and every other one with more than one
-element (e.g. a bias added after a MatMul). Single-element float initializers elsewhere are
-constants of the computation (attention scaling, GELU coefficients) and stay fixed, as do
-BatchNormalization's running mean and variance: BatchNormalization always runs in its inference
-form, the only form an exported inference graph has.
+element (e.g. a bias added after a MatMul). Float tensors of `Constant` nodes follow the same
+rule: some exporters (paddle2onnx, e.g. the PP-OCR models) store every weight as a `Constant`
+node and have no initializer at all, and a student whose weights were all buffers would not
+train. Resize's roi and scales never train (they are not differentiable). Single-element float
+initializers elsewhere are constants of the computation (attention scaling, GELU coefficients)
+and stay fixed, as do BatchNormalization's running mean and variance: BatchNormalization always
+runs in its inference form, the only form an exported inference graph has.
 
 An op outside `OPS`, an op of another domain (e.g. com.microsoft) or an attribute form that is not
 implemented raises `JobFailure("unsupported_op")` when the module is built, never a silently wrong
@@ -85,12 +89,37 @@ def refuse_unsupported(model: Any) -> list[Node]:
     return nodes
 
 
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+
+
+def _tensor_constants(nodes: list[Node]) -> dict[str, np.ndarray]:
+    """Every `Constant` node's value by output name: held by the module, as buffers or, for the
+    float tensors `_trainable` picks, as parameters."""
+    return {node.outputs[0]: _constant_array(node) for node in nodes if node.op == "Constant"}
+
+
+def _float_tensor_constants(nodes: list[Node]) -> dict[str, int]:
+    """Element counts of the `Constant` nodes holding a float tensor (`value`), which may be
+    weights; `value_float(s)` attributes are scalars or lists of the computation."""
+    out = {}
+    for node in nodes:
+        value = node.attrs.get("value") if node.op == "Constant" else None
+        if isinstance(value, np.ndarray) and _is_float(value):
+            out[node.outputs[0]] = int(value.size)
+    return out
+
+
+def _is_float(array: np.ndarray) -> bool:
+    return array.dtype.kind == "f" or array.dtype.name == "bfloat16"
+
+
 def _trainable(model: Any, nodes: list[Node]) -> set[str]:
-    """Float initializers that train (module docstring): weight slots, or more than 1 element."""
-    floats = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16}
+    """Float initializers and `Constant` tensors that train (module docstring): weight slots,
+    or more than 1 element."""
     candidates = {
-        i.name: math.prod(i.dims) for i in model.graph.initializer if i.data_type in floats
+        i.name: math.prod(i.dims) for i in model.graph.initializer if i.data_type in FLOAT_TYPES
     }
+    candidates |= _float_tensor_constants(nodes)
     weights, frozen = set(), set()
     for node in nodes:
         for index, name in enumerate(node.inputs):
@@ -145,9 +174,8 @@ class OnnxModule(torch.nn.Module):
         used: set[str] = set()
         for init in model.graph.initializer:
             self._hold(init.name, numpy_helper.to_array(init), init.name in trainable, used)
-        for node in nodes:
-            if node.op == "Constant":
-                self._hold(node.outputs[0], _constant_array(node), False, used)
+        for name, array in _tensor_constants(nodes).items():
+            self._hold(name, array, name in trainable, used)
         self._nodes = [node for node in nodes if node.op != "Constant"]
         held = {i.name for i in model.graph.initializer}
         self.input_names = [v.name for v in model.graph.input if v.name not in held]
@@ -205,34 +233,46 @@ def to_torch(model: Any) -> Any:
 
 
 def write_back(module: Any, model: Any) -> Any:
-    """A copy of `model` whose initializers hold `module`'s trained parameter values.
+    """A copy of `model` whose initializers and `Constant` tensors hold `module`'s trained
+    parameter values.
 
     Same names, dtypes and shapes; every other part of the model is unchanged.
 
     Raises:
-        JobFailure: a parameter has no initializer of that name and shape in `model`.
+        JobFailure: a parameter has no initializer or `Constant` of that name and shape.
     """
     params = module.onnx_parameters()
     out = onnx.ModelProto()
     out.CopyFrom(model)
     written = set()
     for init in out.graph.initializer:
-        param = params.get(init.name)
-        if param is None:
+        if init.name in params:
+            init.CopyFrom(_trained_tensor(params[init.name], init))
+            written.add(init.name)
+    for node in out.graph.node:
+        if node.op_type != "Constant" or not node.output or node.output[0] not in params:
             continue
-        value = param.detach().cpu()
-        if tuple(value.shape) != tuple(init.dims):
-            raise JobFailure(
-                "write_back_failed",
-                f"Parameter {init.name} has shape {tuple(value.shape)}, "
-                f"the initializer {tuple(init.dims)}.",
-            )
-        value = value.float() if value.dtype == torch.bfloat16 else value
-        array = value.numpy().astype(helper.tensor_dtype_to_np_dtype(init.data_type))
-        init.CopyFrom(numpy_helper.from_array(array, init.name))
-        written.add(init.name)
+        for attr in node.attribute:
+            if attr.name == "value":
+                attr.t.CopyFrom(_trained_tensor(params[node.output[0]], attr.t))
+                written.add(node.output[0])
     if set(params) - written:
         raise JobFailure(
             "write_back_failed", f"No initializer for parameters {sorted(set(params) - written)}."
         )
     return out
+
+
+def _trained_tensor(param: Any, tensor: Any) -> Any:
+    """`tensor` (an initializer or a Constant's value) with the values of `param`, in its own
+    name and dtype; `write_back_failed` where the shapes differ."""
+    value = param.detach().cpu()
+    if tuple(value.shape) != tuple(tensor.dims):
+        raise JobFailure(
+            "write_back_failed",
+            f"Parameter {tensor.name} has shape {tuple(value.shape)}, "
+            f"the initializer {tuple(tensor.dims)}.",
+        )
+    value = value.float() if value.dtype == torch.bfloat16 else value
+    array = value.numpy().astype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    return numpy_helper.from_array(array, tensor.name)

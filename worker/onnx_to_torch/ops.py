@@ -57,7 +57,10 @@ WEIGHT_SLOTS = {
     ("LayerNormalization", 2), ("InstanceNormalization", 1), ("InstanceNormalization", 2),
     ("PRelu", 1),
 }  # fmt: skip
-FROZEN_SLOTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}  # running statistics
+# Running statistics, and Resize's roi and scales (shape arithmetic, not differentiable).
+FROZEN_SLOTS = {
+    ("BatchNormalization", 3), ("BatchNormalization", 4), ("Resize", 1), ("Resize", 2),
+}  # fmt: skip
 
 
 def op(

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 from onnx import helper
 
@@ -37,10 +36,11 @@ from app.passes.distill import (
     DistillConfig,
     DistillTechnique,
 )
+from worker import onnx_io
 from worker.onnx_to_torch.module import to_torch, write_back
 from worker.ort import session as ort_session
 from worker.passes.base import Pass, PassContext, PassResult
-from worker.training import Data, Task, agreement, train
+from worker.training import Data, Task, agreement, inference_chunk, train
 
 CHECK_SAMPLES = 256  # samples on which the written model is compared with the trained module
 
@@ -75,16 +75,16 @@ class DistillPass(Pass[DistillConfig]):
 def _distill(ctx: PassContext, config: DistillConfig) -> PassResult:
     torch.manual_seed(config.seed)
     warnings: list[str] = []
-    proto = onnx.load(str(ctx.input_path))
+    proto = onnx_io.load_model(ctx.input_path)
     module = to_torch(proto)  # unsupported ops fail here, before any costly work
     data = _load(ctx, config, proto, module.input_names)
-    teacher, teacher_info = _teacher_outputs(ctx, data, config.batch_size)
+    teacher, teacher_info = _teacher_outputs(ctx, data)
     task = _task(teacher, data, config, warnings)
     before = _evaluate(ctx.input_path, data, teacher, task, ctx.threads)
     device = _device(ctx, warnings)
     history = train(module, data, teacher, task, config, device)
     out = ctx.work_dir / "distilled.onnx"
-    onnx.save_model(write_back(module.cpu(), proto), str(out), save_as_external_data=False)
+    onnx_io.save_model(write_back(module.cpu(), proto), out)
     error = _check_written(out, module, data, ctx.threads)
     after = _evaluate(out, data, teacher, task, ctx.threads)
     if after["agreement"] < before["agreement"]:
@@ -139,13 +139,14 @@ def _load(ctx: PassContext, config: DistillConfig, proto: Any, names: list[str])
     return Data(student, raw, labels, np.sort(order[held:]), np.sort(order[:held]))
 
 
-def _ort_outputs(session: Any, arrays: list[np.ndarray], batch: int) -> list[np.ndarray]:
-    """A session's outputs over all samples, in batches."""
+def _ort_outputs(session: Any, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """A session's outputs over all samples, in chunks of `inference_chunk` samples."""
     inputs = session.get_inputs()
     chunks: list[list[np.ndarray]] = []
-    for start in range(0, len(arrays[0]), max(batch, 256)):
+    step = inference_chunk(arrays)
+    for start in range(0, len(arrays[0]), step):
         feeds = {
-            spec.name: np.ascontiguousarray(a[start : start + max(batch, 256)]).astype(
+            spec.name: np.ascontiguousarray(a[start : start + step]).astype(
                 ORT_TYPES.get(spec.type, a.dtype), copy=False
             )
             for spec, a in zip(inputs, arrays, strict=True)
@@ -154,9 +155,7 @@ def _ort_outputs(session: Any, arrays: list[np.ndarray], batch: int) -> list[np.
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 
-def _teacher_outputs(
-    ctx: PassContext, data: Data, batch: int
-) -> tuple[list[np.ndarray], dict[str, Any]]:
+def _teacher_outputs(ctx: PassContext, data: Data) -> tuple[list[np.ndarray], dict[str, Any]]:
     """The original model's outputs on every sample, in its own runtime."""
     path, fmt = ctx.original_path, ctx.original_format
     if path is None or fmt is None:
@@ -164,14 +163,12 @@ def _teacher_outputs(
     if fmt == "onnx":
         session = ort_session(path, ctx.threads)
         names = [i.name for i in session.get_inputs()]
-        outputs = _ort_outputs(session, _bind(data.raw, names, "the teacher's inputs"), batch)
+        outputs = _ort_outputs(session, _bind(data.raw, names, "the teacher's inputs"))
         return outputs, {"format": fmt, "runtime": "onnxruntime"}
-    return _torch_teacher(ctx, path, fmt, data, batch), {"format": fmt, "runtime": "torch"}
+    return _torch_teacher(ctx, path, fmt, data), {"format": fmt, "runtime": "torch"}
 
 
-def _torch_teacher(
-    ctx: PassContext, path: Path, fmt: str, data: Data, batch: int
-) -> list[np.ndarray]:
+def _torch_teacher(ctx: PassContext, path: Path, fmt: str, data: Data) -> list[np.ndarray]:
     module, _program = ctx.tools.load_torch(path, fmt)
     names = [spec["name"] for spec in ctx.inputs] or list(data.raw)
     dtypes = {spec["name"]: spec.get("dtype") for spec in ctx.inputs}
@@ -181,8 +178,9 @@ def _torch_teacher(
     ]
     chunks: list[list[np.ndarray]] = []
     with torch.inference_mode():
-        for start in range(0, len(arrays[0]), max(batch, 256)):
-            part = [np.ascontiguousarray(a[start : start + max(batch, 256)]) for a in arrays]
+        step = inference_chunk(arrays)
+        for start in range(0, len(arrays[0]), step):
+            part = [np.ascontiguousarray(a[start : start + step]) for a in arrays]
             result = module(*[torch.from_numpy(a) for a in part])
             result = result if isinstance(result, list | tuple) else [result]
             chunks.append([r.detach().cpu().numpy() for r in result])
@@ -275,7 +273,7 @@ def _evaluate(
 ) -> dict[str, Any]:
     """The ONNX model's held-out agreement with the teacher and accuracy, with onnxruntime."""
     session = ort_session(path, threads)
-    outputs = _ort_outputs(session, [a[data.val] for a in data.student], 256)
+    outputs = _ort_outputs(session, [a[data.val] for a in data.student])
     shapes = [o.shape[1:] for o in outputs], [t.shape[1:] for t in teacher]
     if shapes[0] != shapes[1]:
         raise JobFailure(
@@ -292,18 +290,27 @@ def _evaluate(
     return result
 
 
+def _torch_outputs(module: Any, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """The module's outputs over all samples, in chunks of `inference_chunk` samples."""
+    chunks: list[list[np.ndarray]] = []
+    step = inference_chunk(arrays)
+    with torch.no_grad():
+        for start in range(0, len(arrays[0]), step):
+            out = module(*[torch.from_numpy(a[start : start + step]) for a in arrays])
+            chunks.append([t.numpy() for t in (out if isinstance(out, tuple) else (out,))])
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
 def _check_written(path: Path, module: Any, data: Data, threads: int) -> float:
     """The written file in onnxruntime against the trained module; `distill_failed` past
     `CHECK_TOL`. Returns the max abs error."""
     index = data.val[:CHECK_SAMPLES]
     arrays = [a[index] for a in data.student]
     try:
-        got = _ort_outputs(ort_session(path, threads), arrays, CHECK_SAMPLES)
+        got = _ort_outputs(ort_session(path, threads), arrays)
     except Exception as exc:
         raise JobFailure("distill_failed", f"onnxruntime cannot run the result: {exc}") from exc
-    with torch.no_grad():
-        out = module.cpu()(*[torch.from_numpy(a) for a in arrays])
-    expected = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
+    expected = _torch_outputs(module.cpu(), arrays)
     error = 0.0
     for e, g in zip(expected, got, strict=True):
         diff = np.abs(e.astype(np.float64) - g)

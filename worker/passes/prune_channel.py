@@ -36,6 +36,7 @@ from app.passes.prune_channel import (
     PruneNeuronConfig,
     PruneNeuronTechnique,
 )
+from worker import onnx_io
 from worker.channels.activity import ORT_DTYPES, activity
 from worker.channels.analysis import analyze
 from worker.channels.rewrite import parameter_count, rewrite
@@ -60,7 +61,7 @@ class PruneChannelPass(Pass[PruneChannelConfig]):
     technique = PruneChannelTechnique()
 
     def run(self, ctx: PassContext, config: PruneChannelConfig) -> PassResult:
-        model = onnx.load(str(ctx.input_path), load_external_data=False)
+        model = onnx_io.load_model(ctx.input_path)
         analysis = analyze(model, config.ignore_nodes)
         scores = importance(analysis, config.importance, config.seed)
         removed = by_ratio(analysis, scores, config.ratio, config.round_to, config.scope)
@@ -83,7 +84,7 @@ class PruneNeuronPass(Pass[PruneNeuronConfig]):
         feeds, _ = ctx.tools.dataset_inputs(
             config.calibration_dataset_id, config.calibration_samples
         )
-        model = onnx.load(str(ctx.input_path), load_external_data=False)
+        model = onnx_io.load_model(ctx.input_path)
         analysis = analyze(model, config.ignore_nodes)
         measured = activity(analysis, feeds, ctx.threads)
         removed = dead_units(
@@ -180,7 +181,7 @@ def _warnings(
 
 
 def _save(model: Any, path: Path) -> None:
-    onnx.save(model, str(path))
+    onnx_io.save_model(model, path)
 
 
 def _save_checked(model: Any, original: Any, path: Path) -> None:
