@@ -1,16 +1,25 @@
 """Layer sensitivity and automatic mixed precision for quantization, measured, not estimated.
 
+Inputs: the step's sensitivity inputs (worker/passes/quantize.py chooses them: a real dataset where
+the job has one, all of its samples, run in batches as the job's fidelity is, since dynamic int8
+computes its activation scales per call; else synthesized ones). A node that is fragile only on
+real data (an outlier channel that random inputs never produce) is found only on real data.
+
 Sensitivity: each quantizable node is quantized alone (with the same settings as the step) and
-the model run on the same inputs as the float original; a node's `error` is the drop in the
+the model run on those inputs beside the float original; a node's `error` is the drop in the
 worst output's `cosine_mean` that it causes on its own. Its `time_share` is its share of the
 float model's node time in ONNX Runtime's profiler on those inputs.
 
-Mixed precision (`keep_float: auto`): nodes ordered most sensitive first, the fewest kept float
-such that the quantized model meets the target cosine, found by bisection over that order (each
-probe a real quantization, measured); all float is the original, which always meets it. Then each
-op type still quantized is kept float in turn and both models are timed interleaved on the same
-inputs: an op type whose int8 form measured slower than float in this model, on this machine, by
-more than `SPEED_MARGIN`, stays float (keeping a node float never lowers fidelity).
+Mixed precision (`keep_float: auto`): the fewest nodes kept float such that the quantized model
+meets the target: every output's `cosine_mean` at least `Target.mean` and, with `Target.sample`,
+its worst sample's cosine at least that too (a mean over many samples hides a few broken ones:
+under int8 the shortest sentences of a text encoder). Nodes are tried in the order of measured
+fidelity bought per time spent (their errors over their time shares: a float node costs its
+float time), found by bisection over that order (each probe a real quantization, measured); all
+float is the original, which always meets it. Then each op type still quantized is kept float in
+turn and both models are timed interleaved on the same inputs: an op type whose int8 form
+measured slower than float in this model, on this machine, by more than `SPEED_MARGIN`, stays
+float (keeping a node float never lowers fidelity).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,28 +39,76 @@ from worker.ort import session as ort_session
 Quantize = Callable[[Path, list[str] | None, list[str]], None]  # (out, include, exclude)
 SPEED_MARGIN = 0.05  # float must be this much faster: smaller differences are noise here
 SPEED_ITERATIONS = 20
+MIN_SHARE = 1e-3  # a node the profiler saw (almost) no time in costs at least this
 
 
-def outputs(path: Path, feeds: dict[str, np.ndarray], threads: int) -> list[np.ndarray]:
-    return [np.asarray(o) for o in ort_session(path, threads).run(None, feeds)]
+@dataclass(frozen=True)
+class Fidelity:
+    """One model's agreement with the float original on the sensitivity inputs."""
+
+    mean: float  # the lowest, over outputs, of the mean per-sample cosine (`cosine_mean`)
+    worst: float  # the lowest per-sample cosine of any output (`cosine_min`)
 
 
-def worst_cosine(reference: list[np.ndarray], got: list[np.ndarray]) -> float:
-    """The lowest, over outputs, of the mean per-sample cosine (the report's `cosine_mean`; an
-    output that cannot be compared, e.g. NaN or a changed shape, counts as -1)."""
+@dataclass(frozen=True)
+class Target:
+    """What `keep_float: auto` must reach; `sample` None judges the mean only."""
+
+    mean: float
+    sample: float | None = None
+
+    def met(self, got: Fidelity) -> bool:
+        return got.mean >= self.mean and (self.sample is None or got.worst >= self.sample)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The sensitivity inputs: arrays by input name (first axis = samples), run `batch` at a
+    time (the batch the job's fidelity is measured at), and where they came from."""
+
+    feeds: dict[str, np.ndarray]
+    batch: int
+    source: str  # "dataset <id>", "calibration dataset <id>" or "synthesized"
+
+    @property
+    def samples(self) -> int:
+        return len(next(iter(self.feeds.values()))) if self.feeds else 0
+
+    def chunks(self) -> list[dict[str, np.ndarray]]:
+        step = max(1, self.batch)
+        return [
+            {k: v[i : i + step] for k, v in self.feeds.items()}
+            for i in range(0, max(self.samples, 1), step)
+        ]
+
+
+def outputs(path: Path, inputs: Inputs, threads: int) -> list[np.ndarray]:
+    """The model's outputs on every sample, run batch by batch, concatenated."""
+    opened = ort_session(path, threads)
+    runs = [opened.run(None, chunk) for chunk in inputs.chunks()]
+    return [np.concatenate([np.asarray(r[i]) for r in runs]) for i in range(len(runs[0]))]
+
+
+def fidelity(reference: list[np.ndarray], got: list[np.ndarray]) -> Fidelity:
+    """Worst output's `cosine_mean` and worst sample's cosine (an output that cannot be
+    compared, e.g. NaN or a changed shape, counts as -1)."""
     names = [f"output_{i}" for i in range(len(reference))]
-    compared = compare_outputs(reference, got, names)
-    values = [o["cosine_mean"] for o in compared.values()]
-    return min((-1.0 if v is None else float(v) for v in values), default=1.0)
+    compared = compare_outputs(reference, got, names).values()
+    means = [o["cosine_mean"] for o in compared]
+    worsts = [o["cosine_min"] for o in compared]
+    return Fidelity(
+        min((-1.0 if v is None else float(v) for v in means), default=1.0),
+        min((-1.0 if v is None else float(v) for v in worsts), default=1.0),
+    )
 
 
-def time_shares(
-    path: Path, feeds: dict[str, np.ndarray], threads: int, work: Path
-) -> dict[str, float]:
-    """Each node's share of the summed node time, from ONNX Runtime's profiler (3 runs)."""
+def time_shares(path: Path, inputs: Inputs, threads: int, work: Path) -> dict[str, float]:
+    """Each node's share of the summed node time, from ONNX Runtime's profiler (3 runs of the
+    first batch)."""
     session = ort_session(path, threads, profile_prefix=work / "profile")
+    first = inputs.chunks()[0]
     for _ in range(3):
-        session.run(None, feeds)
+        session.run(None, first)
     profile = Path(session.end_profiling())
     totals: dict[str, float] = {}
     for event in json.loads(profile.read_text()):
@@ -66,12 +124,13 @@ def time_shares(
 def node_errors(
     nodes: dict[str, str],
     quantize: Quantize,
-    evaluate: Callable[[Path], float],
+    evaluate: Callable[[Path], Fidelity],
     work: Path,
     budget_s: float,
-) -> tuple[dict[str, float], list[str]]:
-    """Each node's cosine drop when quantized alone; the nodes the time budget left unmeasured."""
-    errors, skipped = {}, []
+) -> tuple[dict[str, Fidelity], list[str]]:
+    """Each node's fidelity when quantized alone; the nodes the time budget left unmeasured."""
+    measured: dict[str, Fidelity] = {}
+    skipped: list[str] = []
     deadline = time.monotonic() + budget_s
     for index, name in enumerate(nodes):
         if time.monotonic() > deadline:
@@ -79,20 +138,20 @@ def node_errors(
             break
         out = work / f"one-{index}.onnx"
         quantize(out, [name], [])
-        errors[name] = round(1.0 - evaluate(out), 8)
+        measured[name] = evaluate(out)
         out.unlink()
-    return errors, skipped
+    return measured, skipped
 
 
 def report(
-    nodes: dict[str, str], errors: dict[str, float], shares: dict[str, float]
+    nodes: dict[str, str], measured: dict[str, Fidelity], shares: dict[str, float]
 ) -> list[dict[str, Any]]:
     """`steps[i].sensitivity`: most sensitive first (docs/product.md, "Contract additions")."""
     rows = [
         {
             "node": name,
             "op_type": op_type,
-            "error": errors.get(name),
+            "error": round(1.0 - measured[name].mean, 8) if name in measured else None,
             "time_share": round(shares.get(name, 0.0), 6),
         }
         for name, op_type in nodes.items()
@@ -101,51 +160,77 @@ def report(
     return sorted(rows, key=lambda r: (r["error"] is None, -(r["error"] or 0.0)))
 
 
+def keep_order(
+    rows: list[dict[str, Any]], measured: dict[str, Fidelity], target: Target
+) -> list[str]:
+    """The order nodes are kept float in: fidelity bought per time spent. A node's gain is its
+    mean and worst-sample drops, each relative to what the target allows; its cost its float
+    time share. Unmeasured nodes last, in the rows' order."""
+    allowed_mean = max(1.0 - target.mean, 1e-6)
+    allowed_worst = max(1.0 - (target.sample if target.sample is not None else -1.0), 1e-6)
+
+    def gain(row: dict[str, Any]) -> float:
+        got = measured.get(row["node"])
+        if got is None:
+            return -1.0
+        drops = (1.0 - got.mean) / allowed_mean + (1.0 - got.worst) / allowed_worst
+        return drops / max(float(row["time_share"]), MIN_SHARE)
+
+    return [r["node"] for r in sorted(rows, key=lambda r: -gain(r))]
+
+
 def fewest_float(
     ordered: list[str],
     quantize: Quantize,
-    evaluate: Callable[[Path], float],
-    target: float,
+    evaluate: Callable[[Path], Fidelity],
+    target: Target,
     work: Path,
-) -> tuple[list[str], float, list[dict[str, Any]]]:
-    """The shortest prefix of `ordered` that, kept float, meets `target`; its cosine; the probes.
+) -> tuple[list[str], Fidelity, list[dict[str, Any]]]:
+    """The shortest prefix of `ordered` that, kept float, meets `target`; its fidelity; the
+    probes.
 
     Each probe quantizes every other node and measures the result. The prefix of all nodes is
     the float model (cosine 1): it meets any target, so the search always ends.
     """
     probes: list[dict[str, Any]] = []
+    seen: dict[int, Fidelity] = {len(ordered): Fidelity(1.0, 1.0)}
 
     def meets(k: int) -> bool:
         out = work / f"keep-{k}.onnx"
         quantize(out, None, ordered[:k])
-        cosine = evaluate(out)
+        seen[k] = evaluate(out)
         out.unlink()
-        probes.append({"kept_float": k, "cosine_mean": round(cosine, 6)})
-        return cosine >= target
+        probes.append(
+            {
+                "kept_float": k,
+                "cosine_mean": round(seen[k].mean, 6),
+                "cosine_min": round(seen[k].worst, 6),
+            }
+        )
+        return target.met(seen[k])
 
     low, high = 0, len(ordered)
     if meets(0):
-        return [], probes[-1]["cosine_mean"], probes
+        return [], seen[0], probes
     while high - low > 1:  # invariant: low fails, high meets (high = len: all float)
         middle = (low + high) // 2
         if meets(middle):
             high = middle
         else:
             low = middle
-    met = next((p["cosine_mean"] for p in probes if p["kept_float"] == high), 1.0)
-    return ordered[:high], met, probes
+    return ordered[:high], seen[high], probes
 
 
 def mixed_precision(
     model: Path,
     nodes: dict[str, str],
     quantize: Quantize,
-    feeds: dict[str, np.ndarray],
+    inputs: Inputs,
     *,
     threads: int,
     work: Path,
     budget_s: float,
-    target: float | None,
+    target: Target | None,
 ) -> tuple[list[str], dict[str, Any], list[dict[str, Any]], list[str]]:
     """Sensitivity of `nodes` and, with a `target`, the fewest to keep float.
 
@@ -153,42 +238,62 @@ def mixed_precision(
         (nodes to keep float, metrics, the sensitivity rows, warnings).
     """
     work.mkdir(exist_ok=True)
-    reference = outputs(model, feeds, threads)
+    reference = outputs(model, inputs, threads)
 
-    def evaluate(path: Path) -> float:
-        return worst_cosine(reference, outputs(path, feeds, threads))
+    def evaluate(path: Path) -> Fidelity:
+        return fidelity(reference, outputs(path, inputs, threads))
 
-    errors, skipped = node_errors(nodes, quantize, evaluate, work, budget_s)
-    rows = report(nodes, errors, time_shares(model, feeds, threads, work))
-    samples = len(next(iter(feeds.values()))) if feeds else 0
+    measured, skipped = node_errors(nodes, quantize, evaluate, work, budget_s)
+    rows = report(nodes, measured, time_shares(model, inputs, threads, work))
     metrics: dict[str, Any] = {
-        "sensitivity_samples": samples,
+        "sensitivity_samples": inputs.samples,
+        "sensitivity_batch_size": inputs.batch,
+        "sensitivity_inputs": inputs.source,
         "sensitivity_unmeasured": len(skipped),
     }
     warnings = []
     if skipped:
         warnings.append(
-            f"The sensitivity budget measured {len(errors)} of {len(nodes)} nodes; the other "
+            f"The sensitivity budget measured {len(measured)} of {len(nodes)} nodes; the other "
             f"{len(skipped)} are taken as least sensitive (raise `sensitivity_budget_s`)."
         )
-    kept: list[str] = []
-    if target is not None:
-        order = [r["node"] for r in rows]
-        kept, cosine, probes = fewest_float(order, quantize, evaluate, target, work)
-        timed = slower_op_types(nodes, kept, quantize, feeds, threads, work)
-        for_speed = sorted(n for n, t in nodes.items() if n not in kept and timed[t]["slower"])
-        metrics["keep_float"] = {
-            "mode": "auto",
-            "target_cosine": target,
-            "kept_float": kept,
-            "cosine_mean": cosine,
-            "candidates": len(order),
-            "probes": probes,
-            "op_type_timing": timed,
-            "kept_float_for_speed": for_speed,
-        }
-        kept = [*kept, *for_speed]
+    if target is None:
+        return [], metrics, rows, warnings
+    kept, metrics["keep_float"] = _keep_float(
+        nodes, rows, measured, quantize, evaluate, target, inputs, threads, work
+    )
     return kept, metrics, rows, warnings
+
+
+def _keep_float(
+    nodes: dict[str, str],
+    rows: list[dict[str, Any]],
+    measured: dict[str, Fidelity],
+    quantize: Quantize,
+    evaluate: Callable[[Path], Fidelity],
+    target: Target,
+    inputs: Inputs,
+    threads: int,
+    work: Path,
+) -> tuple[list[str], dict[str, Any]]:
+    """The nodes kept float (for fidelity, then for speed) and the step's `keep_float` metrics."""
+    order = keep_order(rows, measured, target)
+    kept, reached, probes = fewest_float(order, quantize, evaluate, target, work)
+    timed = slower_op_types(nodes, kept, quantize, inputs, threads, work)
+    for_speed = sorted(n for n, t in nodes.items() if n not in kept and timed[t]["slower"])
+    return [*kept, *for_speed], {
+        "mode": "auto",
+        "target_cosine": target.mean,
+        "target_sample_cosine": target.sample,
+        "order": "measured error per float time share",
+        "kept_float": kept,
+        "cosine_mean": round(reached.mean, 6),
+        "cosine_min": round(reached.worst, 6),
+        "candidates": len(order),
+        "probes": probes,
+        "op_type_timing": timed,
+        "kept_float_for_speed": for_speed,
+    }
 
 
 def _runner(path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], object]:
@@ -204,7 +309,7 @@ def slower_op_types(
     nodes: dict[str, str],
     kept: list[str],
     quantize: Quantize,
-    feeds: dict[str, np.ndarray],
+    inputs: Inputs,
     threads: int,
     work: Path,
 ) -> dict[str, dict[str, Any]]:
@@ -217,7 +322,8 @@ def slower_op_types(
         variant = work / f"float-{op_type}.onnx"
         quantize(variant, None, [*kept, *(n for n, t in nodes.items() if t == op_type)])
         runners = {"int8": _runner(chosen, threads), "float": _runner(variant, threads)}
-        stats = measure_latency(runners, feeds, iterations=SPEED_ITERATIONS, time_budget_s=10.0)
+        first = inputs.chunks()[0]  # one batch: the job's benchmark shape, not the whole set
+        stats = measure_latency(runners, first, iterations=SPEED_ITERATIONS, time_budget_s=10.0)
         int8, float_ = stats["int8"]["p50"], stats["float"]["p50"]
         results[op_type] = {
             "int8_p50_ms": round(int8, 4),

@@ -10,7 +10,7 @@ from typing import Literal, get_args
 from pydantic import Field
 
 from app.core.errors import SpecInvalid
-from app.passes.base import ModelInfo, PassConfig, Technique
+from app.passes.base import MAX_NODES, ModelInfo, NodeName, PassConfig, SpecId, Technique
 
 # What ONNX Runtime 1.32 quantizes: statically (its QDQ and QOperator registries) and, for
 # Attention and LSTM, dynamically only.
@@ -44,6 +44,22 @@ STATIC_ONLY = ("calibration", "calibration_samples", "format")  # besides the da
 WEIGHT_ONLY = ("bits", "block_size", "algorithm", "symmetric", "accuracy_level")
 
 
+SENSITIVITY_BATCH = 64  # samples per run: worker/measure/pair.py's EVAL_BATCH, the job's fidelity
+SENSITIVITY_MAX_SAMPLES = 10_000  # its MAX_EVAL_SAMPLES
+SAMPLE_FLOOR_FACTOR = 4.0  # the worst sample may lose this many times what the mean may
+
+
+def sample_floor(min_cosine: float | None, given: float | None = None) -> float | None:
+    """The worst-sample cosine that `keep_float: auto` and `recipe: auto` require beside
+    `min_cosine` (which bounds the mean): `given` where set, else derived from `min_cosine`
+    (`SAMPLE_FLOOR_FACTOR` times its allowed loss); None without `min_cosine`."""
+    if given is not None:
+        return given
+    if min_cosine is None:
+        return None
+    return max(-1.0, 1.0 - SAMPLE_FLOOR_FACTOR * (1.0 - min_cosine))
+
+
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
@@ -66,6 +82,7 @@ class QuantizeConfig(PassConfig):
     op_types: list[OpType] | None = Field(
         None,
         min_length=1,
+        max_length=100,
         description="ONNX op types to quantize. Default for `dynamic`: MatMul, Gemm, Gather "
         "(`Conv` is allowed but warned about: ConvInteger); for `static`: Conv, MatMul, Gemm, "
         "Add, Relu, Clip, MaxPool, AveragePool, GlobalAveragePool, Concat.",
@@ -75,12 +92,12 @@ class QuantizeConfig(PassConfig):
         max_length=100,
         description="ONNX op types kept in float, taken out of `op_types`.",
     )
-    exclude_nodes: list[str] = Field(
+    exclude_nodes: list[NodeName] = Field(
         default_factory=list,
-        max_length=10_000,
+        max_length=MAX_NODES,
         description="Node names kept in float (partial quantization of sensitive layers).",
     )
-    calibration_dataset_id: str | None = Field(
+    calibration_dataset_id: SpecId | None = Field(
         None,
         description="`static` only, and required there: an uploaded .npz whose arrays bind to "
         "the model's inputs (first axis = samples), on which activation ranges are calibrated.",
@@ -125,17 +142,41 @@ class QuantizeConfig(PassConfig):
     )
     sensitivity: bool = Field(
         False,
-        description="Measure each quantizable node's sensitivity on the step's inputs (the "
-        "calibration data, else inputs synthesized from the signature): the drop in the worst "
+        description="Measure each quantizable node's sensitivity on the step's sensitivity "
+        "inputs (`sensitivity_dataset_id`, else the calibration data, else inputs synthesized "
+        "from the signature): the drop in the worst "
         "output's `cosine_mean` when that node alone is quantized, and its share of the float "
         "model's time. Reported as the step's `sensitivity`, most sensitive first. Costs one "
         "quantization and one run per node, bounded by `sensitivity_budget_s`.",
     )
     keep_float: Literal["auto"] | None = Field(
         None,
-        description="`auto`: keep in float the fewest, most sensitive nodes such that the "
-        "quantized model's worst `cosine_mean` meets the job's `constraints.min_cosine` on the "
-        "step's inputs (required with it); implies `sensitivity`. `dynamic` and `static` modes.",
+        description="`auto`: keep in float the fewest nodes, those that buy the most fidelity "
+        "per time kept float, such that on the step's sensitivity inputs the quantized model's "
+        "worst `cosine_mean` meets the job's `constraints.min_cosine` (required with it) and its "
+        "worst sample meets `min_sample_cosine`; implies `sensitivity`. `dynamic` and `static` "
+        "modes.",
+    )
+    sensitivity_dataset_id: SpecId | None = Field(
+        None,
+        description="`dynamic` and `static`, with `sensitivity` or `keep_float`: an uploaded .npz "
+        "(arrays bound to the model's inputs) on which the nodes are judged: all its samples (up "
+        f"to {SENSITIVITY_MAX_SAMPLES}), run {SENSITIVITY_BATCH} at a time as the job's "
+        "fidelity is (dynamic int8's activation scales depend on the batch). Give the data the "
+        "result will be judged on, e.g. the job's evaluation dataset (`recipe: auto` does): a "
+        "layer fragile only on real inputs is found only on them. Default: the calibration "
+        "dataset (`static`), else inputs synthesized from the model's signature.",
+    )
+    min_sample_cosine: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="`keep_float: auto`: besides every output's `cosine_mean` >= "
+        "`constraints.min_cosine`, its worst sample's cosine (`cosine_min`) on the sensitivity "
+        "inputs must reach this (a mean hides a few broken samples: under int8 the shortest "
+        "sentences of a text encoder). Default (null): "
+        f"1 - {SAMPLE_FLOOR_FACTOR:g} x (1 - min_cosine), e.g. 0.98 for 0.995; -1 judges the "
+        "mean only.",
     )
     sensitivity_budget_s: float = Field(
         300, gt=0, le=3600, description="Time for the per-node measurements; the rest unmeasured."
@@ -188,6 +229,8 @@ def _mode_problem(config: QuantizeConfig) -> str | None:
         return f"Only `mode: weight_only` takes {listed}."
     if config.mode == "weight_only" and (config.sensitivity or config.keep_float):
         return "`sensitivity` and `keep_float` apply to `dynamic` and `static` modes."
+    if config.sensitivity_dataset_id is not None and not (config.sensitivity or config.keep_float):
+        return "`sensitivity_dataset_id` needs `sensitivity: true` or `keep_float: auto`."
     if config.block_size & (config.block_size - 1):
         return f"`block_size` must be a power of two; got {config.block_size}."
     return None
@@ -208,7 +251,7 @@ def spec_problem(config: QuantizeConfig) -> str | None:
 
 class QuantizeTechnique(Technique[QuantizeConfig]):
     name = "quantize"
-    version = "1.2"
+    version = "1.3"
     config_cls = QuantizeConfig
     input_formats = ("onnx",)
     summary = (

@@ -15,6 +15,7 @@ from benchlib.render_real_common import (
     latency_cells,
     ordered,
     p50,
+    quantize_metrics,
     report_speed,
     same_file_sentence,
     verdict_text,
@@ -27,7 +28,23 @@ def minilm_section(m: dict[str, Any]) -> list[str]:
     """The heading, what was measured, the table and what it shows."""
     if "skipped" in m:
         return [HEADING, "", f"Not measured: {m['skipped']} Install them with {INSTALL}."]
-    return [HEADING, "", intro(m), "", *minilm_table(m), "", *[f"- {f}" for f in findings(m)]]
+    parts = [HEADING, "", *_rerun(m), intro(m), "", *minilm_table(m), ""]
+    return [*parts, *[f"- {f}" for f in findings(m)]]
+
+
+def _rerun(m: dict[str, Any]) -> list[str]:
+    """Where this section was measured alone (real_minilm.py), when and how busy the machine was."""
+    run = m.get("run")
+    if run is None:
+        return []
+    text = (
+        f"This section was measured alone by `{run['command']}` on {run['date']} in "
+        f"{run['wall_s'] / 60:.0f} min (1-minute load average {run['load_average_1min_before']:.2f}"
+        f" as it started, {run['load_average_1min_after']:.2f} as it ended: other work shared "
+        "the 2 cores, so the absolute milliseconds are slower than on an idle machine; read the "
+        "ratios beside the noise-control row)."
+    )
+    return [text, ""]
 
 
 def intro(m: dict[str, Any]) -> str:
@@ -142,14 +159,27 @@ def _kept_sentence(name: str, job: dict[str, Any]) -> str:
     """What `keep_float: auto` kept in float, and on which inputs it decided."""
     kept, record = kept_float(job), keep_float_record(job)
     short = [k.removeprefix("/bert/encoder/").removesuffix("/MatMul") for k in kept]
-    text = f"`{name}` kept {len(kept)} MatMul(s) float: {', '.join(short) or 'none'}"
+    text = f"`{name}` kept {len(kept)} node(s) float: {', '.join(short) or 'none'}"
     if record.get("cosine_mean") is not None:
         text += (
             f"; `keep_float: auto` chose them by bisection over {len(record['probes'])} real "
-            f"quantizations, measured on {record['samples']} synthesized samples (random token "
-            f"ids, masks of ones, 128 tokens), where it reached {record['cosine_mean']:.4f}"
+            f"quantizations, measured on {_judged_on(job, record)}, where it reached cosine mean "
+            f"{record['cosine_mean']:.4f}"
         )
+        if record.get("cosine_min") is not None:
+            floor = record.get("target_sample_cosine")
+            text += f", worst sample {record['cosine_min']:.4f}"
+            text += f" (its floor {floor:.4f})" if floor is not None else ""
     return text + "."
+
+
+def _judged_on(job: dict[str, Any], record: dict[str, Any]) -> str:
+    """The inputs a keep_float record was decided on, in words (older records: synthesized)."""
+    source = quantize_metrics(job).get("sensitivity_inputs", "synthesized")
+    if source == "synthesized":
+        return f"{record['samples']} synthesized samples (random token ids, masks of ones)"
+    batch = quantize_metrics(job).get("sensitivity_batch_size")
+    return f"the {record['samples']} real sentences ({source}, in batches of {batch})"
 
 
 def _candidates_sentence(candidates: list[dict[str, Any]]) -> str:
@@ -161,6 +191,8 @@ def _candidates_sentence(candidates: list[dict[str, Any]]) -> str:
             continue
         speedup = ", ".join(f"{v:.2f}x" for v in c.get("speedup", {}).values())
         cosine = "n/a" if c.get("cosine_mean") is None else f"{c['cosine_mean']:.4f}"
+        if c.get("cosine_min") is not None:
+            cosine += f" (worst {c['cosine_min']:.4f})"
         state = "chosen" if c.get("chosen") else ("met" if c.get("met") else "not met")
         parts.append(f"`{c['name']}` {speedup}, cosine {cosine}, {state}")
     return "Auto's candidates, as its report measured them: " + "; ".join(parts) + "."

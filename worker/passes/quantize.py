@@ -30,11 +30,15 @@ from onnxruntime.quantization import (
 from app.core.errors import JobFailure
 from app.passes.quantize import (
     METHODS,
+    SENSITIVITY_BATCH,
+    SENSITIVITY_MAX_SAMPLES,
     QuantizeConfig,
     QuantizeTechnique,
     chosen_op_types,
+    sample_floor,
     spec_problem,
 )
+from worker import onnx_io
 from worker.calibration import (
     PER_CHANNEL_MIN_OPSET,
     calibration_reader,
@@ -45,12 +49,12 @@ from worker.cpu import cpu_info, int8_choice
 from worker.passes.base import Pass, PassContext, PassResult
 from worker.passes.quantized_nodes import GEMM_SUFFIX, node_metrics, unknown_nodes, weight_nodes
 from worker.precision.nbits import quantize_nbits
-from worker.sensitivity import Quantize, mixed_precision
+from worker.sensitivity import Inputs, Quantize, Target, mixed_precision
 
 SMALL_CALIBRATION = 32
 
 
-SENSITIVITY_BATCH = 8  # synthesized samples the dynamic mode's sensitivity is measured on
+SYNTHESIZED_SAMPLES = 8  # without a dataset: synthesized samples sensitivity is measured on
 SATURATION_WARNING = (
     "`reduce_range: false` on a CPU without VNNI: ONNX Runtime's u8s8 int8 kernels saturate "
     "here, so this model's outputs may be wrong; the report's fidelity rows measure it."
@@ -93,10 +97,12 @@ def _run_weight_only(ctx: PassContext, config: QuantizeConfig) -> PassResult:
         arrays, _labels = ctx.tools.dataset_inputs(
             config.calibration_dataset_id, config.calibration_samples
         )
-        reader = calibration_reader(arrays, ctx.inputs, config.calibration_dataset_id)
+        reader = calibration_reader(
+            arrays, ctx.inputs, config.calibration_dataset_id, ctx.input_path
+        )
     out = ctx.work_dir / "quantized.onnx"
     metrics, warnings = quantize_nbits(ctx.input_path, out, config, reader)
-    source = onnx.load(str(ctx.input_path), load_external_data=False)
+    source = onnx_io.load_model(ctx.input_path, load_data=False)
     warnings += unknown_nodes(config, source)
     metrics |= {
         "size_bytes_before": ctx.input_path.stat().st_size,
@@ -147,6 +153,7 @@ def _dynamic(
             nodes_to_quantize=None if include is None else renamed(include),
             nodes_to_exclude=renamed([*config.exclude_nodes, *exclude]),
             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+            use_external_data_format=onnx_io.is_large(ctx.input_path),
         )
 
     return quantize
@@ -158,7 +165,6 @@ def _mixed(
     model: Path,
     candidates: dict[str, str],
     quantize: Quantize,
-    feeds: dict[str, Any],
 ) -> tuple[list[str], dict[str, Any], list[dict[str, Any]] | None, list[str]]:
     """Sensitivity and `keep_float: auto` when asked: (kept float, metrics, rows, warnings)."""
     if not (config.sensitivity or config.keep_float):
@@ -167,7 +173,8 @@ def _mixed(
     if config.keep_float == "auto":
         if ctx.target_cosine is None:
             raise JobFailure("spec_invalid", "`keep_float: auto` needs `constraints.min_cosine`.")
-        target = ctx.target_cosine
+        floor = sample_floor(ctx.target_cosine, config.min_sample_cosine)
+        target = Target(ctx.target_cosine, None if floor is None or floor <= -1 else floor)
     nodes = {n: t for n, t in candidates.items() if n not in config.exclude_nodes}
     work = ctx.work_dir / "sensitivity"
     try:
@@ -175,7 +182,7 @@ def _mixed(
             model,
             nodes,
             quantize,
-            feeds,
+            _sensitivity_inputs(ctx, config),
             threads=ctx.threads,
             work=work,
             budget_s=config.sensitivity_budget_s,
@@ -185,23 +192,44 @@ def _mixed(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _example_feeds(ctx: PassContext) -> dict[str, Any]:
+def _fixed_batch(ctx: PassContext) -> int | None:
     first = ctx.inputs[0]["shape"] if ctx.inputs and ctx.inputs[0]["shape"] else [None]
-    return ctx.tools.example_inputs(first[0] if isinstance(first[0], int) else SENSITIVITY_BATCH)
+    return first[0] if isinstance(first[0], int) else None
+
+
+def _sensitivity_inputs(ctx: PassContext, config: QuantizeConfig) -> Inputs:
+    """Real inputs where the step has a dataset (all of it, in the job's fidelity batches: the
+    result is judged on such data, and an outlier that only real data has is what breaks int8),
+    else synthesized ones. A fixed-batch model gets whole batches of its own size."""
+    dataset_id = config.sensitivity_dataset_id or config.calibration_dataset_id
+    fixed = _fixed_batch(ctx)
+    if dataset_id is None:
+        batch = fixed or SYNTHESIZED_SAMPLES
+        return Inputs(ctx.tools.example_inputs(batch), batch, "synthesized")
+    limit = SENSITIVITY_MAX_SAMPLES if config.sensitivity_dataset_id else config.calibration_samples
+    arrays, _labels = ctx.tools.dataset_inputs(dataset_id, limit)
+    batch = fixed or SENSITIVITY_BATCH
+    count = len(next(iter(arrays.values())))
+    keep = count - count % batch if fixed else count
+    if keep == 0:
+        raise JobFailure(
+            "dataset_too_small", f"Dataset {dataset_id}: the model needs batches of {batch}."
+        )
+    kind = "dataset" if config.sensitivity_dataset_id else "calibration dataset"
+    feeds = {k: v[:keep] for k, v in arrays.items()}
+    return Inputs(feeds, batch, f"{kind} {dataset_id}")
 
 
 def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     reduce_range, range_metrics, range_warnings = _reduce_range(config)
-    source = onnx.load(str(ctx.input_path), load_external_data=False)
+    source = onnx_io.load_model(ctx.input_path, load_data=False)
     op_types = chosen_op_types(config)
     candidates = weight_nodes(source, set(chosen_op_types(config, excluded=False)))
     quantize = _dynamic(ctx, config, reduce_range, candidates)
-    kept, mixed, rows, mixed_warnings = _mixed(
-        ctx, config, ctx.input_path, candidates, quantize, _example_feeds(ctx)
-    )
+    kept, mixed, rows, mixed_warnings = _mixed(ctx, config, ctx.input_path, candidates, quantize)
     out = ctx.work_dir / "quantized.onnx"
     quantize(out, None, kept)
-    result = onnx.load(str(out), load_external_data=False)
+    result = onnx_io.load_model(out, load_data=False)
     metrics = {**node_metrics(config, source, result, candidates), **range_metrics, **mixed}
     warnings = [*range_warnings, *mixed_warnings, *unknown_nodes(config, source)]
     if "Conv" in op_types and "Conv" in candidates.values():
@@ -222,25 +250,23 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     arrays, _labels = ctx.tools.dataset_inputs(
         config.calibration_dataset_id, config.calibration_samples
     )
-    reader = calibration_reader(arrays, ctx.inputs, config.calibration_dataset_id)
+    reader = calibration_reader(arrays, ctx.inputs, config.calibration_dataset_id, ctx.input_path)
     minimum = PER_CHANNEL_MIN_OPSET if config.per_channel else 0
     upgraded, opset_metrics = upgrade_opset(ctx.input_path, ctx.work_dir, minimum)
     model_path, warnings = preprocess(upgraded, ctx.work_dir)
-    source = onnx.load(str(model_path), load_external_data=False)
+    source = onnx_io.load_model(model_path, load_data=False)
     candidates = weight_nodes(source, set(chosen_op_types(config, excluded=False)))
 
     def quantize(path: Path, include: list[str] | None, exclude: list[str]) -> None:
         reader.rewind()
         _quantize_static(model_path, path, reader, config, reduce_range, include, exclude)
 
-    reader.rewind()
-    first = reader.get_next() or {}  # the first calibration batch: the sensitivity inputs
-    kept, mixed, rows, mixed_warnings = _mixed(ctx, config, model_path, candidates, quantize, first)
+    kept, mixed, rows, mixed_warnings = _mixed(ctx, config, model_path, candidates, quantize)
     out = ctx.work_dir / "quantized.onnx"
     quantize(out, None, kept)
     for scratch in {model_path, upgraded} - {ctx.input_path}:
         scratch.unlink()  # the step's output is the one quantized file
-    result = onnx.load(str(out), load_external_data=False)
+    result = onnx_io.load_model(out, load_data=False)
     metrics = node_metrics(config, source, result, candidates)
     metrics.update(
         calibration=config.calibration,
@@ -288,6 +314,7 @@ def _quantize_static(
         nodes_to_quantize=include,
         nodes_to_exclude=[*config.exclude_nodes, *exclude],
         calibrate_method=CalibrationMethod[METHODS[config.calibration]],
+        use_external_data_format=onnx_io.is_large(model),
         extra_options={
             "MatMulConstBOnly": True,
             "DefaultTensorType": onnx.TensorProto.FLOAT,

@@ -1,6 +1,8 @@
 """Layer sensitivity and `keep_float: auto` on a network with one deliberately fragile layer: its
 input carries an activation outlier (as the FFN down-projections of transformers do after GELU),
-so dynamic int8's per-tensor activation scale wipes out every other feature there."""
+so dynamic int8's per-tensor activation scale wipes out every other feature there. And on one
+whose first layer is fragile only on its real data (an outlier input feature that synthesized
+inputs never have): only a real dataset finds it."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import onnxruntime as ort
 import pytest
 from networks import onnx_fragile_mlp
 
-from app.passes.quantize import QuantizeConfig
+from app.passes.quantize import QuantizeConfig, sample_floor, spec_problem
 from worker import sensitivity
 from worker.passes.quantize import QuantizePass
 from worker.pipeline.tools import onnx_context
+from worker.sensitivity import Fidelity, Target
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +111,138 @@ def test_static_mode_measures_sensitivity_on_the_calibration_data(
     result = QuantizePass().run(ctx, config)
 
     assert result.sensitivity is not None
-    assert result.metrics["sensitivity_samples"] == 16  # the first calibration batch
+    assert result.metrics["sensitivity_samples"] == 64  # all of the calibration data
+    assert result.metrics["sensitivity_inputs"] == "calibration dataset cal"
     assert result.metrics["keep_float"]["cosine_mean"] >= 0.99
     assert len(result.metrics["keep_float"]["kept_float"]) < 3
+
+
+OUTLIER = 0  # the input feature that real data carries at x1000
+
+
+def _real_only_fragile(path: Path) -> Path:
+    """x -> a -> Relu -> b -> Relu -> head, weights of scale 1 / sqrt(fan-in). `a` reads input
+    feature 0 with a ~0 weight row: in float it adds nothing, but where the data carries that
+    feature at x1000 (the real data below) it sets `a`'s dynamic int8 activation scale and
+    wipes out every other feature. Synthesized inputs (standard normal) have no such outlier."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    a = (rng.normal(size=(32, 64)) / np.sqrt(32)).astype(np.float32)
+    a[OUTLIER, :] = 1e-6
+    b = (rng.normal(size=(64, 64)) / 8).astype(np.float32)
+    head = (rng.normal(size=(64, 10)) / 8).astype(np.float32)
+    inits = [numpy_helper.from_array(w, n) for n, w in (("wa", a), ("wb", b), ("wh", head))]
+    nodes = [
+        helper.make_node("MatMul", ["x", "wa"], ["ua"], name="a"),
+        helper.make_node("Relu", ["ua"], ["ra"], name="relu_a"),
+        helper.make_node("MatMul", ["ra", "wb"], ["ub"], name="b"),
+        helper.make_node("Relu", ["ub"], ["rb"], name="relu_b"),
+        helper.make_node("MatMul", ["rb", "wh"], ["y"], name="head"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "real_only_fragile",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _real_data(path: Path, samples: int = 100, seed: int = 5) -> Path:
+    x = np.random.default_rng(seed).normal(size=(samples, 32)).astype(np.float32)
+    x[:, OUTLIER] *= 1000.0
+    np.savez(path, x=x)
+    return path
+
+
+def _keep_float_auto(model: Path, work: Path, **config: Any) -> Any:
+    data = _real_data(work.parent / f"{work.name}.npz")
+    work.mkdir()
+    ctx = onnx_context(model, work, datasets={"real": data})
+    ctx.target_cosine = 0.99
+    return QuantizePass().run(ctx, QuantizeConfig(op="quantize", keep_float="auto", **config))
+
+
+def test_a_layer_fragile_only_on_the_real_data_is_found_on_that_data(tmp_path: Path) -> None:
+    model = _real_only_fragile(tmp_path / "m.onnx")
+
+    synthesized = _keep_float_auto(model, tmp_path / "synth")
+    real = _keep_float_auto(model, tmp_path / "real", sensitivity_dataset_id="real")
+
+    assert synthesized.metrics["sensitivity_inputs"] == "synthesized"
+    assert synthesized.metrics["keep_float"]["kept_float"] == []  # random inputs: nothing fragile
+    assert real.metrics["sensitivity_inputs"] == "dataset real"
+    assert real.metrics["sensitivity_samples"] == 100  # all of it
+    assert real.metrics["sensitivity_batch_size"] == 64  # in the job's fidelity batches
+    assert real.sensitivity is not None and real.sensitivity[0]["node"] == "a"
+    assert real.metrics["keep_float"]["kept_float"] == ["a"]
+    # On real data neither choice saw: all int8 (what the synthesized inputs found enough)
+    # breaks, the choice made on real data holds.
+    (tmp_path / "all").mkdir()
+    everything = QuantizePass().run(
+        onnx_context(model, tmp_path / "all"), QuantizeConfig(op="quantize")
+    )
+    held_out = dict(np.load(_real_data(tmp_path / "held.npz", seed=9)))
+    assert _mean_cosine(model, everything.output_path, held_out) < 0.99
+    assert _mean_cosine(model, real.output_path, held_out) >= 0.99
+
+
+def _mean_cosine(a: Path, b: Path, feeds: dict[str, np.ndarray]) -> float:
+    ref, got = (ort.InferenceSession(str(p)).run(None, feeds)[0] for p in (a, b))
+    with np.errstate(invalid="ignore"):
+        cos = (ref * got).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))
+    return float(np.nan_to_num(cos, nan=0.0).mean())
+
+
+def _fake(kept_to_fidelity: dict[int, Fidelity]) -> tuple[Any, Any]:
+    """A quantizer that writes a stub and an evaluation that reads how many nodes stayed float."""
+    kept: dict[str, int] = {}
+
+    def quantize(out: Path, include: list[str] | None, exclude: list[str]) -> None:
+        out.write_bytes(b"")
+        kept[out.name] = len(exclude)
+
+    def evaluate(path: Path) -> Fidelity:
+        return kept_to_fidelity[kept[path.name]]
+
+    return quantize, evaluate
+
+
+def test_keep_float_guards_the_worst_sample_not_only_the_mean(tmp_path: Path) -> None:
+    by_kept = {0: Fidelity(0.995, 0.90), 1: Fidelity(0.996, 0.97), 2: Fidelity(0.997, 0.985)}
+    order = ["n1", "n2", "n3"]
+
+    mean_only = sensitivity.fewest_float(order, *_fake(by_kept), Target(0.99), tmp_path)
+    guarded = sensitivity.fewest_float(order, *_fake(by_kept), Target(0.99, 0.98), tmp_path)
+
+    assert mean_only[0] == []  # the mean alone is met by all int8, its worst sample at 0.90
+    assert guarded[0] == ["n1", "n2"] and guarded[1] == Fidelity(0.997, 0.985)
+    assert all("cosine_min" in probe for probe in guarded[2])
+
+
+def test_the_sample_floor_follows_min_cosine_unless_given() -> None:
+    assert sample_floor(0.995) == pytest.approx(0.98)
+    assert sample_floor(0.995, 0.99) == 0.99
+    assert sample_floor(None) is None
+    assert "needs `sensitivity" in str(
+        spec_problem(QuantizeConfig(op="quantize", sensitivity_dataset_id="d"))
+    )
+
+
+def test_nodes_are_kept_float_by_fidelity_bought_per_time_spent() -> None:
+    rows = [
+        {"node": "big", "error": 0.004, "time_share": 0.6},
+        {"node": "small", "error": 0.003, "time_share": 0.1},
+        {"node": "unmeasured", "error": None, "time_share": 0.1},
+    ]
+    measured = {"big": Fidelity(0.996, 0.99), "small": Fidelity(0.997, 0.99)}
+
+    order = sensitivity.keep_order(rows, measured, Target(0.99, 0.98))
+
+    assert order == ["small", "big", "unmeasured"]

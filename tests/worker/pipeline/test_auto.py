@@ -142,7 +142,7 @@ def _graph_job(tmp_path: Path, rows: int) -> Any:
     )
     path = tmp_path / f"mm{rows}.onnx"
     onnx.save(helper.make_model(graph), str(path))
-    spec = SimpleNamespace(calibration_dataset_id=None, constraints=None)
+    spec = SimpleNamespace(calibration_dataset_id=None, constraints=None, evaluation=None)
     return SimpleNamespace(spec=spec, source=path, fmt="onnx")
 
 
@@ -165,7 +165,50 @@ def test_a_min_cosine_adds_the_mixed_precision_candidates(tmp_path: Path) -> Non
 
     names = dict(auto.candidate_specs(job))
 
-    assert names["int8-dynamic-mixed"] == [{"op": "quantize", "keep_float": "auto"}]
+    mixed = {"op": "quantize", "keep_float": "auto", "sensitivity_dataset_id": "cal"}
+    assert names["int8-dynamic-mixed"] == [mixed]  # judged on the real (calibration) data
     assert names["fusions+int8-dynamic-mixed"][0] == {"op": "optimize", "transformer_fusions": True}
+    # After the fusions, the fused Attention nodes (Q/K/V) are quantized too, as directly.
+    assert "Attention" in names["fusions+int8-dynamic"][1]["op_types"]
+    assert "Attention" in names["fusions+int8-dynamic-mixed"][1]["op_types"]
+    assert "op_types" not in names["int8-dynamic-mixed"][0]
     assert names["int8-static-mixed"][0]["keep_float"] == "auto"
     assert "int8-dynamic-mixed" not in dict(auto.candidate_specs(_graph_job(tmp_path, 32)))
+
+
+def test_the_mixed_candidates_judge_their_nodes_on_the_evaluation_dataset(tmp_path: Path) -> None:
+    job = _graph_job(tmp_path, 64)
+    job.spec.constraints = Constraints(min_cosine=0.995)
+    job.spec.evaluation = SimpleNamespace(dataset_id="eval")
+
+    names = dict(auto.candidate_specs(job))
+
+    assert names["int8-dynamic-mixed"][0]["sensitivity_dataset_id"] == "eval"
+    assert names["fusions+int8-dynamic-mixed"][1]["sensitivity_dataset_id"] == "eval"
+    job.spec.calibration_dataset_id = "cal"  # given, it is preferred: the evaluation stays held out
+    static = dict(auto.candidate_specs(job))["int8-static-mixed"][0]
+    assert (static["calibration_dataset_id"], static["sensitivity_dataset_id"]) == ("cal", "cal")
+
+
+@pytest.mark.parametrize(("worst", "met"), [(0.97, False), (0.985, True), (None, False)])
+def test_with_min_cosine_a_candidate_must_also_clear_the_sample_floor(
+    worst: float | None, met: bool
+) -> None:
+    record = _record("mixed", 100, 2.0, True) | {"cosine_min": worst}
+
+    judged = auto.judge_worst_sample(_job(min_cosine=0.995), record)
+
+    assert judged["met"] is met
+    assert judged["reasons"][-1].startswith("met" if met else "missed")
+    assert "0.9800" in judged["reasons"][-1]  # the floor for 0.995
+
+
+def test_the_sample_floor_decides_between_candidates_of_equal_mean() -> None:
+    job = _job(min_cosine=0.995)
+    fast = auto.judge_worst_sample(job, _record("fast", 100, 2.0, True) | {"cosine_min": 0.95})
+    safe = auto.judge_worst_sample(job, _record("safe", 100, 1.5, True) | {"cosine_min": 0.99})
+
+    best, _ = _choose([fast, safe], job)
+
+    assert best["name"] == "safe"
+    assert auto.judge_worst_sample(_job(), fast) == fast  # without min_cosine: no floor
