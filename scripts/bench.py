@@ -4,6 +4,8 @@
     python scripts/bench.py --render  # write BENCHMARKS.md from docs/bench/*.json, measure nothing
     python scripts/bench.py --real    # measure only the real models, save docs/bench/real.json,
                                       # write BENCHMARKS.md from every saved file
+    python scripts/bench.py --real --only llm  # only these real models, merged into real.json
+    python scripts/bench.py --hostile # measure only the hostile-upload refusals (hostile.json)
 
 Everything is measured in this one run, side by side:
 1. service overhead: a quantize job's wall time through the API (embedded mode) vs the same
@@ -12,9 +14,12 @@ Everything is measured in this one run, side by side:
 3. the example network (examples/seed_network.py) through its four jobs;
 4. API read latency under sequential load, and API memory while streaming a large upload;
 5. where the `bench` extra is installed (`pip install -e '.[bench]'`; `make bench` installs it),
-   real pretrained models shipped in PyPI packages (all-MiniLM-L6-v2, the PP-OCRv4 detector):
+   real pretrained models shipped in PyPI packages (all-MiniLM-L6-v2, the PP-OCRv4 detector,
+   the SmolLM2-135M decoder-only LLM):
    fp32, the same technique called directly, and ModelPress jobs (scripts/benchlib/real_run.py),
    saved as docs/bench/real.json.
+6. hostile uploads (scripts/benchlib/hostile.py): how fast each class of the generated hostile
+   corpus is refused, and /healthz while the costliest are checked at once (hostile.json).
 The GPU section is not measured here: scripts/gpu_check.py saves it to docs/bench/gpu.json on a
 CUDA machine, and it is rendered from that file.
 """
@@ -36,7 +41,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchlib import BENCH_JSON, BENCHMARKS_MD, GPU_JSON, seed, service, transformer  # noqa: E402
+from benchlib import (  # noqa: E402
+    BENCH_JSON,
+    BENCHMARKS_MD,
+    GPU_JSON,
+    hostile,
+    seed,
+    service,
+    transformer,
+)
 from benchlib.render import load, render  # noqa: E402
 from benchlib.render_real import REAL_JSON  # noqa: E402
 
@@ -67,6 +80,7 @@ def measure(tmp: Path, command: str) -> dict[str, Any]:
         skipped = real_models(client, tmp, command, timings)
     finally:
         service.stop_service(proc)
+    save(hostile.HOSTILE_JSON, timed(timings, "hostile", hostile.measure))
     return {
         "run": {
             "command": command,
@@ -106,17 +120,21 @@ def save(path: Path, record: dict[str, Any]) -> None:
     path.write_text(json.dumps(record, indent=1, default=str) + "\n")
 
 
-def measure_real(command: str) -> None:
-    """`--real`: only the real models, against a service of their own; saves real.json."""
+def measure_real(command: str, only: list[str] | None = None) -> None:
+    """`--real`: only the real models (`only`: just those, merged into the saved record),
+    against a service of their own; saves real.json."""
     from benchlib import real_run
 
     absent = real_run.missing()
-    if absent:
+    if absent and not only:
         sys.exit(f"--real needs {', '.join(absent)}: pip install -e '.[bench]'")
     tmp = Path(tempfile.mkdtemp(prefix="modelpress-bench-real-"))
     proc, client = service.start_service(tmp / "data")
     try:
-        save(REAL_JSON, real_run.measure(client, tmp / "real", command))
+        record = real_run.measure(client, tmp / "real", command, only)
+        if only:
+            record = real_run.merged(load(REAL_JSON), record, only)
+        save(REAL_JSON, record)
     finally:
         service.stop_service(proc)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -129,11 +147,15 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--render", action="store_true", help="re-render from docs/bench/*.json")
     parser.add_argument("--real", action="store_true", help="measure only the real models")
+    parser.add_argument("--only", nargs="+", help="with --real: these real models (e.g. llm)")
+    parser.add_argument("--hostile", action="store_true", help="measure only hostile uploads")
     args = parser.parse_args(argv)
     command = " ".join(["python", "scripts/bench.py", *argv])
     if args.real:
-        measure_real(command)
-    if args.render or args.real:
+        measure_real(command, args.only)
+    if args.hostile:
+        save(hostile.HOSTILE_JSON, hostile.measure())
+    if args.render or args.real or args.hostile:
         results = load(BENCH_JSON)
         if results is None:
             sys.exit(f"{BENCH_JSON} is missing: run `make bench` first")

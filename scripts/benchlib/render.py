@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchlib import hostile
 from benchlib.render_gpu import gpu_section
 from benchlib.render_real import REAL_JSON, real_section
 from benchlib.render_seed import seed_section, service_section
@@ -25,9 +26,18 @@ def render(
         seed_section(results["seed_network"]),
         service_section(results["api_reads_ms"], results["upload_memory"]),
         real_section(real, results["run"].get("real_skipped")),
+        hostile_section(),
         gpu_section(gpu),
     ]
     return "\n\n".join("\n".join(p) for p in parts) + "\n"
+
+
+def hostile_section() -> list[str]:
+    """The hostile-upload refusals, from docs/bench/hostile.json (`--hostile`), where saved."""
+    data = load(hostile.HOSTILE_JSON)
+    if data is None:
+        return ["## Hostile uploads", "", "Not measured yet: `python scripts/bench.py --hostile`."]
+    return [hostile.render(data).rstrip("\n")]
 
 
 def header(results: dict[str, Any]) -> str:

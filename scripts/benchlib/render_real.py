@@ -1,6 +1,6 @@
 """BENCHMARKS.md's real-model section, from `docs/bench/real.json` (`scripts/bench.py --real`):
-where it was measured, then all-MiniLM-L6-v2 (render_real_minilm.py) and the PP-OCR detector
-(render_real_ocr.py)."""
+where it was measured, then all-MiniLM-L6-v2 (render_real_minilm.py), the PP-OCR detector
+(render_real_ocr.py) and the SmolLM2-135M decoder-only LLM (render_real_llm.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from benchlib import BENCH_DIR
 from benchlib.render_real_common import INSTALL, MEASURE
+from benchlib.render_real_llm import llm_section
 from benchlib.render_real_minilm import minilm_section
 from benchlib.render_real_ocr import ocr_section
 
@@ -27,7 +28,8 @@ def real_section(real: dict[str, Any] | None, skipped: str | None = None) -> lis
     parts = [HEADING, "", provenance(real)]
     if skipped is not None:
         parts += ["", _skipped(skipped)]
-    return [*parts, "", *minilm_section(real["minilm"]), "", *ocr_section(real["ocr"])]
+    parts += ["", *minilm_section(real["minilm"]), "", *ocr_section(real["ocr"])]
+    return [*parts, "", *llm_section(real.get("llm"))]
 
 
 def _skipped(reason: str) -> str:
