@@ -22,6 +22,7 @@ as ONNX (they are exported before this step).
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -199,9 +200,24 @@ def _save_checked(model: Any, original: Any, path: Path) -> None:
     _save(inferred, path)
 
 
+PROTOBUF_LIMIT = 2**31 - 2**26  # a ModelProto this large cannot be serialized in memory
+
+
 def _strictly_checked(model: Any) -> Any:
-    onnx.checker.check_model(model)
-    return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    """The checked model with its shapes inferred. One over the protobuf limit is checked from
+    a copy saved with external data (the in-memory checks serialize it and would fail), and
+    returned as it is."""
+    if onnx_io.tensor_bytes(model) <= PROTOBUF_LIMIT:
+        onnx.checker.check_model(model)
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    with tempfile.TemporaryDirectory(prefix="modelpress-check-") as tmp:
+        copy = Path(tmp) / "model.onnx"
+        onnx_io.save_model(model, copy, external=True)
+        onnx.checker.check_model(str(copy))
+        onnx.shape_inference.infer_shapes_path(
+            str(copy), str(Path(tmp) / "inferred.onnx"), check_type=True, strict_mode=True
+        )
+    return model
 
 
 def _verify(ctx: PassContext, pruned: Path, masked: Path) -> float:

@@ -124,6 +124,27 @@ def test_cnn_loses_the_requested_channels_in_every_group(
     assert outputs(result.output_path, image(3)).shape == (3, 5)
 
 
+def test_a_model_past_the_protobuf_limit_is_checked_from_disk(
+    models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over 2 GB the in-memory checker would fail at serialization: the check runs on a copy
+    with external data (the limit lowered here so a tiny model takes that path)."""
+    from worker.passes import prune_channel
+
+    monkeypatch.setattr(prune_channel, "PROTOBUF_LIMIT", 0)
+    called: list[str] = []
+    monkeypatch.setattr(
+        prune_channel.onnx.checker,
+        "check_model",
+        lambda model, *a, **k: called.append(type(model).__name__),
+    )
+
+    result = prune(models["cnn-dynamo"], tmp_path, ratio=0.5)
+
+    assert called and set(called) == {"str"}  # always a path, never the in-memory proto
+    assert outputs(result.output_path, image(3)).shape == (3, 5)
+
+
 def test_parameter_count_really_drops_and_is_reported(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
