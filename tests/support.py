@@ -252,3 +252,64 @@ CPU_FLAGS_ENV = "MODELPRESS_CPU_FLAGS"
 def is_service_setting(key: str) -> bool:
     """A `MODELPRESS_*` variable a test must clear so that its own settings apply."""
     return key.startswith("MODELPRESS_") and key != CPU_FLAGS_ENV
+
+
+def report_document(
+    job_id: str, met: bool | None = None, optimized_size: int = 100
+) -> dict[str, Any]:
+    """The smallest report of the documented shape (schema_version "1"): the original and the
+    result measured alike but for the result's size, and the verdict `met`."""
+    measurement = {
+        "format": "onnx",
+        "runtime": "onnxruntime",
+        "size_bytes": 100,
+        "compressed_size_bytes": 90,
+        "parameters": 10,
+        "nonzero_parameters": 10,
+        "sparsity": 0.0,
+        "load_ms": 1.0,
+        "load_rss_bytes": 0,
+        "latency_ms": {"1": {"p50": 0.5, "iterations": 5}},
+        "throughput": {"1": 2000.0},
+        "memory": {"peak_rss_bytes": None, "how": "not measured"},
+    }
+    output = {
+        "max_abs_error": 0.0,
+        "mean_abs_error": 0.0,
+        "cosine_min": 1.0,
+        "cosine_mean": 1.0,
+        "top1_agreement": 1.0,
+        "nan_or_inf": False,
+        "shape_match": True,
+    }
+    return {
+        "schema_version": "1",
+        "job_id": job_id,
+        "model": {"id": "m", "name": "mlp.onnx", "format": "onnx", "sha256": "0" * 64},
+        "baseline": measurement,
+        "optimized": {**measurement, "size_bytes": optimized_size},
+        "comparison": {"size_ratio": optimized_size / 100, "speedup": {"1": 1.0}},
+        "fidelity": {"inputs": "synthesized", "samples": 4, "outputs": {"output": output}},
+        "steps": [],
+        "environment": {
+            "device": "cpu",
+            "execution_provider": ["CPUExecutionProvider"],
+            "cpu_model": None,
+            "cpu_flags": [],
+            "cores": 2,
+            "threads": 1,
+            "memory_bytes": None,
+            "python": "3.11",
+            "platform": "linux",
+            "libraries": {},
+        },
+        "benchmark": {
+            "batch_sizes": [1],
+            "iterations": 5,
+            "warmup": 1,
+            "threads": 1,
+            "interleaved": True,
+            "inputs": [],
+        },
+        "verdict": {"met": met, "reasons": ["too slow"] if met is False else [], "notes": []},
+    }

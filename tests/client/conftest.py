@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select, update
+from support import report_document
 
 from app.client import Client
 from app.db.orm import Job, MlModel
@@ -78,65 +79,6 @@ def worker_script(set_job: Callable[..., None]) -> Callable[[str, list[Step]], C
     return _script
 
 
-def report_document(job_id: str, met: bool | None) -> bytes:
-    """The smallest report of the documented shape (as tests/artifacts/conftest.py has it)."""
-    measurement = {
-        "format": "onnx",
-        "runtime": "onnxruntime",
-        "size_bytes": 100,
-        "compressed_size_bytes": 90,
-        "parameters": 10,
-        "nonzero_parameters": 10,
-        "sparsity": 0.0,
-        "load_ms": 1.0,
-        "load_rss_bytes": 0,
-        "latency_ms": {"1": {"p50": 0.5, "p90": 0.6, "p99": 0.7, "iterations": 5}},
-        "throughput": {"1": 2000.0},
-        "memory": {"peak_rss_bytes": None, "how": "not measured"},
-    }
-    output = {
-        "max_abs_error": 0.0,
-        "mean_abs_error": 0.0,
-        "cosine_min": 1.0,
-        "cosine_mean": 1.0,
-        "top1_agreement": 1.0,
-        "nan_or_inf": False,
-        "shape_match": True,
-    }
-    document = {
-        "schema_version": "1",
-        "job_id": job_id,
-        "model": {"id": "m", "name": "mlp.onnx", "format": "onnx", "sha256": "0" * 64},
-        "baseline": measurement,
-        "optimized": {**measurement, "size_bytes": 40},
-        "comparison": {"size_ratio": 0.4, "speedup": {"1": 1.0}},
-        "fidelity": {"inputs": "synthesized", "samples": 4, "outputs": {"output": output}},
-        "steps": [],
-        "environment": {
-            "device": "cpu",
-            "execution_provider": ["CPUExecutionProvider"],
-            "cpu_model": None,
-            "cpu_flags": [],
-            "cores": 2,
-            "threads": 1,
-            "memory_bytes": None,
-            "python": "3.11",
-            "platform": "linux",
-            "libraries": {},
-        },
-        "benchmark": {
-            "batch_sizes": [1],
-            "iterations": 5,
-            "warmup": 1,
-            "threads": 1,
-            "interleaved": True,
-            "inputs": [],
-        },
-        "verdict": {"met": met, "reasons": [] if met is not False else ["too slow"], "notes": []},
-    }
-    return json.dumps(document).encode()
-
-
 @pytest.fixture
 def finish_job(
     set_job: Callable[..., None], store_artifact: Callable[..., str]
@@ -145,7 +87,8 @@ def finish_job(
 
     def _finish(job_id: str, met: bool | None = True) -> None:
         store_artifact(job_id, "model.onnx", b"optimized onnx", "application/octet-stream")
-        store_artifact(job_id, "report.json", report_document(job_id, met), "application/json")
+        report = json.dumps(report_document(job_id, met, optimized_size=40)).encode()
+        store_artifact(job_id, "report.json", report, "application/json")
         store_artifact(job_id, "report.html", b"<!doctype html><p>ok</p>", "text/html")
         set_job(job_id, status="succeeded", progress={"fraction": 1.0, "message": "succeeded"})
 
