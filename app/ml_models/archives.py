@@ -43,6 +43,22 @@ _NAME_PART = re.compile(r"[A-Za-z0-9._+@=,~ -]+")
 _PAX_IGNORED = frozenset({"mtime", "atime", "ctime", "uid", "gid", "uname", "gname"})
 
 
+# What reading a hostile zip can raise from the standard library: zipfile's own errors, zlib's
+# and struct's on bad data, EOFError on truncation, RuntimeError for an encrypted member, and
+# NotImplementedError for a compression method or zip feature zipfile does not implement (that
+# one is zipfile's refusal, not a stub here). Each is a 422 `archive_malformed`, never a 500.
+ZIP_ERRORS: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    struct.error,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
+    OSError,
+)
+
+
 @dataclass(frozen=True)
 class Member:
     """A regular file of the archive: its path, declared size and (tar) where its bytes begin."""
@@ -289,7 +305,7 @@ def open_zip(path: Path) -> tuple[zipfile.ZipFile, Listing]:
             raise _refuse("archive_limits", f"The archive has over {MAX_MEMBERS} members.")
         try:
             zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+        except ZIP_ERRORS as exc:
             raise _refuse("archive_malformed", f"A malformed zip archive: {exc}") from exc
         try:
             infos = zf.infolist()
@@ -495,5 +511,5 @@ def zip_has_onnx_member(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as zf:
             return any(is_onnx_name(n) for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
+    except ZIP_ERRORS as exc:
         raise _refuse("archive_malformed", f"A malformed zip archive: {exc}") from exc

@@ -11,9 +11,7 @@ serving other requests.
 
 from __future__ import annotations
 
-import struct
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,16 +84,7 @@ def _classify_zip_safely(path: Path) -> Detected:
     answered as 422 problems instead of escaping as 500s."""
     try:
         return _classify_zip(path)
-    except (
-        zipfile.BadZipFile,
-        zlib.error,
-        EOFError,
-        NotImplementedError,
-        RuntimeError,
-        ValueError,
-        OSError,
-        struct.error,
-    ) as exc:
+    except archives.ZIP_ERRORS as exc:
         raise Unprocessable(f"A corrupt zip archive: {exc}", code="archive_malformed") from exc
 
 

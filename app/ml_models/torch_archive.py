@@ -157,7 +157,7 @@ def open_torch_zip(fh: BinaryIO, size: int) -> tuple[zipfile.ZipFile, list[zipfi
         raise _refuse("archive_limits", f"The archive has over {MAX_MEMBERS} members.")
     try:
         zf = zipfile.ZipFile(fh)
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError) as exc:
+    except archives.ZIP_ERRORS as exc:
         raise _refuse("archive_malformed", f"A malformed zip archive: {exc}") from exc
     try:
         infos = zf.infolist()
