@@ -13,9 +13,10 @@ from worker.pipeline import job
     ("limit", "size", "fits"),
     [
         (12 * 1024**3, 650 * 1024**2, True),  # the 650 MB LLM under the default 12 GiB cap
-        (12 * 1024**3, 4 * 1024**3, False),
-        (resource.RLIM_INFINITY, 900 * 1024**2, True),  # CUDA children: 4 GiB budget
-        (resource.RLIM_INFINITY, 2 * 1024**3, False),
+        (12 * 1024**3, 1536 * 1024**2, True),
+        (12 * 1024**3, 2 * 1024**3, False),  # three copies would crowd the address space
+        (resource.RLIM_INFINITY, 400 * 1024**2, True),  # CUDA children: 4 GiB budget
+        (resource.RLIM_INFINITY, 900 * 1024**2, False),
     ],
 )
 def test_the_noise_control_loads_when_a_second_copy_fits(
