@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import NamedTuple
 
 from sqlalchemy.orm import Session
@@ -12,7 +11,7 @@ from app.artifacts import repository
 from app.artifacts.schemas import Report
 from app.core.config import get_settings
 from app.core.errors import NotFound
-from app.core.storage import Storage
+from app.core.storage import BlobDownload, Storage
 from app.db.orm import Artifact
 from app.jobs.service import get_job_or_raise
 
@@ -20,10 +19,10 @@ REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 
 
 class StoredArtifact(NamedTuple):
-    """An artifact's row and the stored file behind it."""
+    """An artifact's row and its checked bytes (a local file or an object-storage stream)."""
 
     row: Artifact
-    path: Path
+    blob: BlobDownload
 
 
 def get_artifact_file(
@@ -40,7 +39,7 @@ def get_artifact_file(
     if art is None:
         raise NotFound(f"Job {job_id} has no artifact {name!r}.")
     limit = get_settings().verify_download_max_bytes
-    return StoredArtifact(art, storage.verified_path(art.storage_key, art.size_bytes, limit))
+    return StoredArtifact(art, storage.open_verified(art.storage_key, art.size_bytes, limit))
 
 
 def get_report(*, session: Session, storage: Storage, tenant_id: str, job_id: str) -> Report:
@@ -48,7 +47,7 @@ def get_report(*, session: Session, storage: Storage, tenant_id: str, job_id: st
     stored = get_artifact_file(
         session=session, storage=storage, tenant_id=tenant_id, job_id=job_id, name=REPORT_JSON
     )
-    return Report.model_validate(json.loads(stored.path.read_text()))
+    return Report.model_validate(json.loads(stored.blob.read_bytes()))
 
 
 def get_report_html(*, session: Session, storage: Storage, tenant_id: str, job_id: str) -> str:
@@ -56,4 +55,4 @@ def get_report_html(*, session: Session, storage: Storage, tenant_id: str, job_i
     stored = get_artifact_file(
         session=session, storage=storage, tenant_id=tenant_id, job_id=job_id, name=REPORT_HTML
     )
-    return stored.path.read_text()
+    return stored.blob.read_bytes().decode()

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.blobs import repository
 from app.core.config import Settings
-from app.core.storage import Storage, newest_mtime, sha256_file
+from app.core.storage import Storage, newest_mtime
 
 log = logging.getLogger(__name__)
 _RELEASED = "modelpress_released_blobs"
@@ -103,9 +103,8 @@ def scrub(storage: Storage) -> list[str]:
     """Re-hash every blob; quarantine (and return) those whose bytes no longer match."""
     corrupt = []
     for key in storage.blob_keys():
-        try:
-            digest = sha256_file(storage.path_of(key))
-        except FileNotFoundError:
+        digest = storage.hash_of(key)  # streamed, from disk or object storage
+        if digest is None:
             continue
         if digest != key.rsplit("/", 1)[-1]:
             storage.quarantine(key)

@@ -112,6 +112,17 @@ class ServiceUnavailable(AppError):
     status, code, title = 503, "unavailable", "Service unavailable"
 
 
+class StorageUnavailable(ServiceUnavailable):
+    """The object store did not answer (or answered a server error), after the client's own
+    retries: a pipeline should retry later, nothing was lost."""
+
+    status, code, title = 503, "storage_unavailable", "Object storage unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
 class JobFailure(Exception):
     """A job's failure as stored on the job (a problem with a code), raised in the worker."""
 

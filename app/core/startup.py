@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import ipaddress
 
-from app.core.config import DEV_PEPPER, Settings
+from pydantic import ValidationError
+
+from app.core.config import DEV_PEPPER, Settings, get_settings
 
 
 class StartupRefused(Exception):
-    """A configuration that would expose the service; the message says what to change."""
+    """A configuration that would expose or break the service; the message says what to change."""
+
+
+def load_settings() -> Settings:
+    """The settings, or a refusal naming each bad variable (e.g. a MODELPRESS_STORAGE_URL that
+    is neither a local path, a file:// URL nor s3://bucket/prefix) instead of a traceback.
+
+    Raises:
+        StartupRefused: one line per invalid setting.
+    """
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        reasons = "; ".join(_reason(err["loc"], str(err["msg"])) for err in exc.errors())
+        raise StartupRefused(f"refusing to start: {reasons}") from None
+
+
+def _reason(loc: tuple[int | str, ...], msg: str) -> str:
+    msg = msg.removeprefix("Value error, ")
+    name = "MODELPRESS_" + "_".join(str(part) for part in loc).upper()
+    return msg if name in msg else f"{name}: {msg}"
 
 
 def is_loopback(host: str) -> bool:

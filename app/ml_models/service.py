@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -15,7 +14,7 @@ from app.core.errors import Conflict, Gone, NotFound, Unprocessable
 from app.core.formats import TORCHSCRIPT
 from app.core.pagination import Page, page_of
 from app.core.queue import INSPECT_MODEL, publish_after_commit
-from app.core.storage import Storage
+from app.core.storage import BlobDownload, Storage
 from app.core.uploads import UploadedFile
 from app.db.orm import MlModel, ModelStatus
 from app.ml_models import repository
@@ -125,8 +124,8 @@ def list_models(
 
 def get_model_file(
     *, session: Session, storage: Storage, tenant_id: str, model_id: str
-) -> tuple[MlModel, Path]:
-    """The tenant's model and its stored file, for download, checked against its hash.
+) -> tuple[MlModel, BlobDownload]:
+    """The tenant's model and its stored bytes, for download, checked against its hash.
 
     Raises:
         Conflict: the model was rejected (its bytes are gone).
@@ -138,7 +137,7 @@ def get_model_file(
             "A rejected model's bytes are not kept; upload a fixed file.", code="model_rejected"
         )
     limit = get_settings().verify_download_max_bytes
-    return model, storage.verified_path(model.storage_key, model.size_bytes, limit)
+    return model, storage.open_verified(model.storage_key, model.size_bytes, limit)
 
 
 def delete_model(*, session: Session, storage: Storage, tenant_id: str, model_id: str) -> None:

@@ -38,7 +38,7 @@ def test_artifact_file_is_the_stored_blob(
         )
 
     assert stored.row.sha256 == sha
-    assert stored.path.read_bytes() == b"model bytes"
+    assert stored.blob.read_bytes() == b"model bytes"
 
 
 def test_another_tenants_artifact_is_not_found(
