@@ -17,7 +17,9 @@ from app.core.storage import get_storage
 from app.db.base import utcnow
 from app.db.orm import Job, JobStatus, MlModel
 from app.db.session import session_scope
+from app.jobs import events as job_events
 from app.jobs import repository as jobs
+from app.metrics import service as job_metrics
 from app.ml_models import repository as models
 from app.retention import service as retention
 from app.webhooks import service as webhooks
@@ -52,10 +54,26 @@ def _release(session: Session, job: Job, settings: Settings) -> bool:
         values = {"status": JobStatus.queued, "lease_expires_at": None, "dispatched_at": utcnow()}
     if not jobs.transition(session, job.id, {JobStatus.running}, values, attempt=job.attempt):
         return False
+    status = str(values["status"])
+    lines: dict[str, str] = {
+        JobStatus.queued: f"the worker of attempt {job.attempt} stopped answering; requeued",
+        JobStatus.cancelled: "the worker stopped answering; cancelled as requested",
+    }
+    line = lines.get(status, f"the worker stopped answering ({job.attempt} attempts); failed")
+    error = values.get("error")
+    job_events.record_many(
+        session,
+        job.id,
+        [
+            ("log", job_events.log_data(line, level="warning")),
+            ("status", job_events.status_data(job.id, status, attempt=job.attempt, error=error)),
+        ],
+    )
     if values["status"] == JobStatus.queued:
         publish_after_commit(session, RUN_JOB, job.id, _queue(job))
     else:
         webhooks.enqueue_terminal(session, job.id)
+        job_metrics.record_terminal(session, job.id)
     log.warning("reaped job", extra={"job_id": job.id, "to": str(values["status"])})
     return True
 

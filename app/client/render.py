@@ -99,8 +99,10 @@ class Reporter:
         self.job_started = self.job_started or time.monotonic()
         if event.event == "status":
             self._said["status"] = str(data.get("status", ""))
-            if data.get("id"):
-                self.line(f"job {data['id']} {data.get('status')}")
+            said = f"job {data['id']} {data.get('status')}" if data.get("id") else None
+            if said and said != self._said.get("job"):  # the submit's and the stream's first
+                self._said["job"] = said
+                self.line(said)
         elif event.event == "step":
             self._said["step"] = str(data.get("name", ""))
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,8 +20,10 @@ from app.datasets import repository as datasets
 from app.db.base import utcnow
 from app.db.orm import Artifact, Job, JobStatus, MlModel, ModelStatus
 from app.db.orm.job import TERMINAL
-from app.jobs import repository
+from app.db.session import read_sessionmaker
+from app.jobs import events, repository
 from app.jobs.schemas import ArtifactRead, JobCreate, JobRead, dataset_refs
+from app.metrics import service as job_metrics
 from app.ml_models import repository as models
 from app.passes.base import ModelInfo
 from app.passes.spec import check_chain
@@ -129,6 +132,7 @@ def create_job(
         if existing is None:
             raise
         return _replay(existing, digest), False
+    events.record_status(session, job.id, JobStatus.queued, attempt=0)
     publish_after_commit(session, RUN_JOB, job.id, job_queue(spec.device))
     return job, True
 
@@ -173,6 +177,7 @@ def delete_job(*, session: Session, storage: Storage, tenant_id: str, job_id: st
             f"Job {job.id} is {job.status}: cancel it first, then delete it.", code="job_active"
         )
     grace = get_settings().blob_grace_seconds
+    events.delete_for(session, [job.id])  # a deleted job's events go with it
     for key in set(repository.delete_with_artifacts(session, job.id)):
         release_after_commit(session, storage, key, grace)
 
@@ -191,14 +196,60 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
         {JobStatus.queued},
         {"status": JobStatus.cancelled, "cancel_requested": True, "finished_at": now},
     ):
+        events.record_log(session, job.id, "cancelled while queued")
+        events.record_status(session, job.id, JobStatus.cancelled)
         webhooks.enqueue_terminal(session, job.id)
-    elif not repository.transition(
-        session, job.id, {JobStatus.running}, {"cancel_requested": True}
-    ):
+        job_metrics.record_terminal(session, job.id)
+    elif repository.transition(session, job.id, {JobStatus.running}, {"cancel_requested": True}):
+        if not job.cancel_requested:  # a repeated cancel says nothing new
+            events.record_log(session, job.id, "cancel requested; the worker stops the job")
+    else:
         raise Conflict(f"Job {job.id} already finished.", code="already_terminal")
     session.flush()
     session.refresh(job)
     return job
+
+
+def check_events_readable(session: Session, tenant_id: str, job_id: str) -> None:
+    """Before a stream starts: the tenant's job exists and has not expired.
+
+    Raises:
+        NotFound: no such job for this tenant.
+        Gone: retention expired the job.
+    """
+    get_job_or_raise(session, tenant_id, job_id)
+
+
+def poll_events(
+    tenant_id: str, job_id: str, after_seq: int, limit: int = 500
+) -> tuple[list[tuple[int, str, dict[str, Any]]], bool]:
+    """One poll of a job's stream, in a short read transaction of its own (a stream holds no
+    session while it waits): the events after `after_seq` as (seq, event, data), and whether
+    the stream is over (the job is gone, or it is finished and nothing is left to send)."""
+    with read_sessionmaker()() as session:
+        # The job first: a terminal status commits with its event, so a job read as finished
+        # has its last event visible to the query that follows.
+        job = repository.get(session, tenant_id, job_id)
+        if job is None or job.expired_at is not None:
+            return [], True
+        finished = job.status in TERMINAL
+        rows = [
+            (e.seq, e.event, dict(e.data or {}))
+            for e in events.after(session, job_id, after_seq, limit)
+        ]
+    over = finished and len(rows) < limit
+    return rows, over
+
+
+def job_logs(session: Session, tenant_id: str, job_id: str) -> str:
+    """The job's log text (worker and job lines, UTC timestamps), at most its last 1 MB.
+
+    Raises:
+        NotFound: no such job for this tenant.
+        Gone: retention expired the job.
+    """
+    job = get_job_or_raise(session, tenant_id, job_id)
+    return events.log_tail(session, job.id)
 
 
 def read_job(session: Session, tenant_id: str, job: Job) -> JobRead:

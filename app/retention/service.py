@@ -19,6 +19,7 @@ from app.blobs.service import release_after_commit
 from app.core.config import Settings
 from app.core.storage import Storage
 from app.db.base import utcnow
+from app.jobs import events as job_events
 from app.retention import repository
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def expire(session: Session, storage: Storage, settings: Settings) -> Expired:
         for key in set(repository.expire_job(session, job_id, now)):
             release_after_commit(session, storage, key, grace)
         done.jobs.append(job_id)
+    job_events.delete_for(session, done.jobs)  # an expired job's log and events go with its bytes
     models, datasets = repository.old_models_and_datasets(session, cutoff)
     for key in [m.storage_key for m in models] + [d.storage_key for d in datasets]:
         release_after_commit(session, storage, key, grace)

@@ -29,12 +29,19 @@ FRAMING = {"host", "content-length", "transfer-encoding", "content-encoding", "c
 class AppTransport(httpx.BaseTransport):
     """httpx requests answered by the app through its TestClient (starlette's TestClient is an
     `httpx2` client, whose transport httpx cannot take): the body is streamed out of the
-    client's generator, the answer handed back whole."""
+    client's generator, the answer handed back whole.
 
-    def __init__(self, test_client: Any) -> None:
-        self.test_client = test_client
+    An answer handed back whole cannot be an event stream that waits for a worker which moves
+    only at the client's `sleep`: with `events_route=False` the app is a server without
+    `GET /v1/jobs/{id}/events` (404), and the client follows jobs by polling."""
+
+    def __init__(self, test_client: Any, events_route: bool = True) -> None:
+        self.test_client, self.events_route = test_client, events_route
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.events_route and request.url.path.endswith("/events"):
+            problem = {"type": "about:blank", "status": 404, "code": "not_found"}
+            return httpx.Response(404, json=problem)
         body = request.read()  # the client's generator, drained
         headers = [(k, v) for k, v in request.headers.multi_items() if k not in FRAMING]
         answer = self.test_client.request(
@@ -46,7 +53,16 @@ class AppTransport(httpx.BaseTransport):
 
 @pytest.fixture
 def api(client: Any) -> Iterator[Client]:
-    """A `Client` whose requests the real app answers (in process)."""
+    """A `Client` whose requests the real app answers (in process), following jobs by polling
+    (the scripted worker below moves a job at the client's `sleep`, see AppTransport)."""
+    transport = AppTransport(client, events_route=False)
+    with Client("http://testserver", transport=transport, sleep=lambda s: None) as api:
+        yield api
+
+
+@pytest.fixture
+def sse_api(client: Any) -> Iterator[Client]:
+    """A `Client` on the real app's event stream (of jobs that end: the answer comes whole)."""
     with Client("http://testserver", transport=AppTransport(client), sleep=lambda s: None) as api:
         yield api
 

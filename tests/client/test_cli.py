@@ -89,19 +89,23 @@ def test_a_missing_file_is_one_line_and_exit_3(cli: Callable, tmp_path: Path) ->
     assert err.count("\n") == 1 and "none.onnx" in err
 
 
-def test_logs_on_this_server_say_it_has_no_logs_route(cli: Callable, job: dict[str, Any]) -> None:
+def test_logs_print_the_jobs_log_text(cli: Callable, api: Client, job: dict[str, Any]) -> None:
+    api.cancel(job["id"])
+
     code, out, err = cli("jobs", "logs", job["id"])
 
-    assert code == 3 and out == ""
-    assert err == (
-        "modelpress: this server has no job logs route (GET /v1/jobs/{id}/logs answered 404)\n"
-    )
+    assert code == 0 and err == ""
+    assert out.endswith(" worker INFO cancelled while queued\n") and out.count("\n") == 1
 
 
-def test_logs_follow_too(cli: Callable, job: dict[str, Any]) -> None:
-    code, _, err = cli("jobs", "logs", job["id"], "--follow")
+def test_logs_follow_of_a_finished_job_prints_it_and_exits(
+    cli: Callable, api: Client, job: dict[str, Any]
+) -> None:
+    api.cancel(job["id"])
 
-    assert code == 3 and "no job logs route" in err
+    code, out, _ = cli("jobs", "logs", job["id"], "--follow")
+
+    assert code == 0 and out.endswith("cancelled while queued\n")
 
 
 def test_watch_follows_a_job_to_failure_in_plain_lines(

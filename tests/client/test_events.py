@@ -1,5 +1,6 @@
-"""Following a job: SSE parsing and resuming against a small fake stream; the polling fallback
-for real against the server (which has no events route yet)."""
+"""Following a job: SSE parsing and resuming against a small fake stream; the real app's stream
+of a job, and the polling fallback for real against the app with its events route taken away
+(a live job's stream over a real server: tests/integration/test_job_events.py)."""
 
 from __future__ import annotations
 
@@ -122,6 +123,22 @@ def test_a_404_on_the_events_route_falls_back_to_polling_the_job() -> None:
 
 
 # ---------------------------------------------------------------- for real, against the server
+
+
+def test_the_follower_reads_the_apps_event_stream_and_resumes_it(
+    sse_api: Client, job: dict[str, Any]
+) -> None:
+    sse_api.cancel(job["id"])  # queued -> cancelled: three events, the stream then ends
+    follower = sse_api.events(job["id"])
+
+    events = list(follower)
+    resumed = list(sse_api.events(job["id"], last_event_id="1"))
+
+    assert follower.polling is False
+    assert [(e.id, e.event) for e in events] == [("1", "status"), ("2", "log"), ("3", "status")]
+    assert [e.data["status"] for e in events if e.event == "status"] == ["queued", "cancelled"]
+    assert not any(e.polled for e in events)
+    assert [e.id for e in resumed] == ["2", "3"]
 
 
 def test_polling_follows_a_real_job_through_its_steps(

@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from support import assert_problem
 
 from app.core.config import get_settings
 from app.core.storage import blob_key, get_storage
 from app.db.base import utcnow
-from app.db.orm import Dataset, Job, MlModel
+from app.db.orm import Dataset, Job, JobEvent, MlModel
 from app.db.session import session_scope
 from app.retention import service as retention
 
@@ -144,6 +144,9 @@ def test_an_old_finished_job_expires_to_410(
     assert_problem(client.get(f"/v1/jobs/{job['id']}/report"), 410, "expired")
     assert not _stored(sha)
     assert client.get("/v1/jobs").json()["items"] == []
+    assert_problem(client.get(f"/v1/jobs/{job['id']}/logs"), 410, "expired")
+    with session_scope() as session:  # its log and events went with its bytes
+        assert session.scalar(select(func.count()).where(JobEvent.job_id == job["id"])) == 0
     assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204  # the tombstone can go
 
 

@@ -5,7 +5,9 @@ It first enters its jail (worker/sandbox/jail.py: own uid, no network, only scra
 then it lowers its own resource limits before it reads a single byte of the model (address space,
 CPU time, file size, open files, no core dumps) and asks the kernel to kill it if its supervisor
 dies. It reports through files in its scratch directory: `progress.jsonl` while it works and
-`result.json` at the end. Everything heavy (torch, onnx, onnxruntime) is imported after the limits.
+`result.json` at the end; its log records go to `progress.jsonl` too, as `log` lines the
+supervisor relays to the job's events and log. Everything heavy (torch, onnx, onnxruntime) is
+imported after the limits.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from app.core.errors import JobFailure
 from worker.sandbox.jail import JailError, enter_from_env
 from worker.sandbox.limits import LIMITS_ENV, apply_limits
+from worker.sandbox.progress import install_log_lines
 from worker.sandbox.protocol import RESULT_FILE, SandboxRequest, SandboxResult, failure
 
 
@@ -66,6 +69,7 @@ def main(argv: list[str]) -> int:
         write_result(scratch, failure("sandbox_unavailable", f"The sandbox jail failed: {exc}"))
         return 0
     apply_limits(json.loads(os.environ.get(LIMITS_ENV, "{}")))
+    install_log_lines(scratch)
     request = SandboxRequest.model_validate_json(request_path.read_bytes())
     try:
         result = _serve(scratch, request)

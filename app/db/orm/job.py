@@ -45,3 +45,5 @@ class Job(TimestampMixin, Base):
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
     # Set by retention (MODELPRESS_RETENTION_DAYS): artifacts gone, reads answer 410.
     expired_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The last `job_event.seq` handed out; bumped by the UPDATE that writes each event.
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
