@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
+from app.core.metrics import count_upload
 from app.core.storage import Storage
 from app.core.uploads import (
     FileTooLarge,
@@ -73,6 +74,7 @@ class UploadReceiver:
             if usage is None or left >= limit:
                 raise
             raise over_quota(*usage, needs=f"this upload needs more than {left}") from exc
+        count_upload(self._request.url.path, file.size)
         return StreamedUpload(file, fields)
 
     def close(self) -> None:

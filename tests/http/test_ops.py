@@ -39,12 +39,13 @@ def test_readyz_checks_database_and_schema(client: Any) -> None:
     assert response.json()["checks"]["schema_at_head"] is True
 
 
-def test_metrics_expose_jobs_total(client: Any) -> None:
+def test_metrics_expose_jobs_total_and_the_jobs_by_status(client: Any) -> None:
     response = client.get("/metrics")
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
-    assert re.search(r'^modelpress_jobs_total\{status="queued"\} 0\.0$', response.text, re.M)
+    assert re.search(r"^# TYPE modelpress_jobs_total counter$", response.text, re.M)
+    assert re.search(r'^modelpress_jobs_current\{status="queued"\} 0\.0$', response.text, re.M)
 
 
 # ---------------------------------------------------------------- OpenAPI and docs

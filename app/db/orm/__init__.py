@@ -3,6 +3,8 @@
 from app.db.orm.artifact import Artifact
 from app.db.orm.dataset import Dataset
 from app.db.orm.job import Job, JobStatus
+from app.db.orm.job_event import JobEvent
+from app.db.orm.metric import MetricSample
 from app.db.orm.ml_model import MlModel, ModelStatus
 from app.db.orm.tenant import ApiKey, Tenant
 from app.db.orm.webhook import DeliveryStatus, WebhookDelivery
@@ -13,7 +15,9 @@ __all__ = [
     "Dataset",
     "DeliveryStatus",
     "Job",
+    "JobEvent",
     "JobStatus",
+    "MetricSample",
     "MlModel",
     "ModelStatus",
     "Tenant",
