@@ -1,7 +1,9 @@
 """Webhooks: a job's terminal state, told to its `callback_url`, signed, through an outbox.
 
 - `check_callback` (submit): the URL resolves only to addresses the policy allows.
-- `enqueue_terminal` (every terminal transition, in its transaction): one outbox row.
+- `enqueue_terminal` (every terminal transition, in its transaction): one outbox row (and,
+  with `MODELPRESS_MLFLOW_TRACKING_URI` set, an `mlflow.run` row that the sender hands to
+  app/tracking/ instead of POSTing it).
 - `deliver_due` (the housekeeping tick): claim due rows, POST them, retry with exponential
   backoff until `webhook_max_attempts`, then `dead` with the last error.
 
@@ -22,12 +24,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app import __version__
-from app.core.config import Settings
+from app.core.config import Settings, get_settings
 from app.core.errors import SpecInvalid
 from app.db.base import utcnow
 from app.db.orm import DeliveryStatus, JobStatus
 from app.db.orm.job import TERMINAL
 from app.db.session import session_scope
+from app.tracking import service as tracking
 from app.webhooks import repository
 from app.webhooks.address import AddressRefused, resolve
 from app.webhooks.delivery import Attempt, post
@@ -72,10 +75,15 @@ def enqueue_terminal(
     session: Session, job_id: str, verdict: dict[str, Any] | None = None
 ) -> str | None:
     """Write the outbox row of the job's terminal state, in the caller's transaction (call it
-    right after the transition succeeded); returns the delivery id (None: no callback_url)."""
+    right after the transition succeeded); returns the delivery id (None: no callback_url).
+    With `MODELPRESS_MLFLOW_TRACKING_URI` set, an `mlflow.run` row is written beside it."""
     job = repository.terminal_view(session, job_id)
-    url = ((job or {}).get("spec") or {}).get("callback_url")
-    if job is None or not url or job["status"] not in TERMINAL:
+    if job is None or job["status"] not in TERMINAL:
+        return None
+    _enqueue_tracking(session, job, verdict)
+    url = (job.get("spec") or {}).get("callback_url")
+    if not url:
+        session.flush()
         return None
     error = job["error"] or {}
     finished: datetime | None = job["finished_at"]
@@ -100,6 +108,18 @@ def enqueue_terminal(
     return delivery.id
 
 
+def _enqueue_tracking(
+    session: Session, job: dict[str, Any], verdict: dict[str, Any] | None
+) -> None:
+    settings = get_settings()
+    if not settings.mlflow_tracking_uri:
+        return
+    payload = tracking.payload_of(session, job["id"], verdict, settings)
+    if payload is not None:
+        values = {"tenant_id": job["tenant_id"], "job_id": job["id"], "event": tracking.EVENT}
+        repository.add(session, {**values, "url": settings.mlflow_tracking_uri, "payload": payload})
+
+
 def body_of(delivery_id: str, payload: dict[str, Any], timestamp: int) -> bytes:
     """The exact bytes sent (and signed) for one attempt."""
     document = {"delivery_id": delivery_id, "timestamp": timestamp, **payload}
@@ -116,24 +136,51 @@ def deliver_due(settings: Settings, now: datetime | None = None) -> int:
     """Send up to `webhook_per_tick` due deliveries; returns how many this call attempted.
 
     Safe with several schedulers: each row is claimed by a conditional update first, and an
-    attempt's outcome is recorded only while it still owns the row.
+    attempt's outcome is recorded only while it still owns the row. After one failed MLflow
+    run, the round leaves the other MLflow rows for the next one (a tracking server that hangs
+    costs one timeout per round, not one per row, and the webhooks go on).
     """
     with session_scope() as session:
         ids = repository.due_ids(session, now or utcnow(), settings.webhook_per_tick)
-    return sum(1 for delivery_id in ids if _attempt(delivery_id, settings, now or utcnow()))
+    attempted, tracking_down = 0, False
+    for delivery_id in ids:
+        result = _attempt(delivery_id, settings, now or utcnow(), skip_tracking=tracking_down)
+        if result is not None:
+            attempted += 1
+            tracking_down = tracking_down or result == "tracking_failed"
+    return attempted
 
 
-def _attempt(delivery_id: str, settings: Settings, now: datetime) -> bool:
-    lease = 4 * settings.webhook_timeout_seconds + 30
+def _attempt(
+    delivery_id: str, settings: Settings, now: datetime, skip_tracking: bool = False
+) -> str | None:
+    """One attempt: None when not attempted, else "sent", "failed" or "tracking_failed"."""
     with session_scope() as session:
+        due = repository.get_any(session, delivery_id)
+        if due is None:
+            return None
+        tracked = due.event == tracking.EVENT
+        if tracked and skip_tracking:
+            return None
+        lease = (
+            tracking.lease_seconds(settings)
+            if tracked
+            else 4 * settings.webhook_timeout_seconds + 30
+        )
         attempt = repository.claim(session, delivery_id, now, lease)
         delivery = repository.get_any(session, delivery_id) if attempt else None
         if attempt is None or delivery is None:
-            return False
+            return None
         url, payload = delivery.url, dict(delivery.payload)
-    result = _send(delivery_id, url, payload, settings)
+    if tracked:  # an MLflow run, not an HTTP POST: the operator's own server, no address policy
+        error = tracking.send(delivery_id, url, payload, settings)
+        result = Attempt(None, error)
+    else:
+        result = _send(delivery_id, url, payload, settings)
     _record(delivery_id, attempt, result, settings, now)
-    return True
+    if result.ok:
+        return "sent"
+    return "tracking_failed" if tracked else "failed"
 
 
 def _send(delivery_id: str, url: str, payload: dict[str, Any], settings: Settings) -> Attempt:
