@@ -8,7 +8,7 @@ import re
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import Select, and_, or_
 
 from app.core.errors import BadRequest
@@ -20,8 +20,12 @@ _CURSOR_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
 class Page(BaseModel, Generic[T]):
-    items: list[T]
-    next_cursor: str | None = None
+    """One page of a list, newest first."""
+
+    items: list[T] = Field(description="At most `limit` items.")
+    next_cursor: str | None = Field(
+        None, description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
 def encode_cursor(created_at: datetime, id_: str) -> str:

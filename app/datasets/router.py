@@ -31,9 +31,18 @@ UPLOAD_BODY = {
                             "description": "An .npz: one array per model input (first axis = "
                             "samples) and an optional `labels` array. Never unpickled.",
                         },
-                        "name": {"type": "string"},
+                        "name": {
+                            "type": "string",
+                            "description": "Display name (default: the file's name).",
+                        },
                     },
-                }
+                },
+                "examples": {
+                    "calibration": {
+                        "summary": "Calibration or evaluation data (`curl -F file=@data.npz`)",
+                        "value": {"file": "data.npz", "name": "imagenet-val-256"},
+                    }
+                },
             }
         },
     }
@@ -45,8 +54,24 @@ UPLOAD_BODY = {
     status_code=201,
     response_model=DatasetRead,
     openapi_extra=UPLOAD_BODY,
-    responses=problem_responses(400, 403, 413, 422, 429, 507),
+    responses=problem_responses(
+        400,
+        403,
+        413,
+        422,
+        507,
+        notes={
+            400: "Not a multipart/form-data body with one `file` part, or a malformed one "
+            "(`malformed_multipart`, `too_many_parts`, `too_many_files`, `headers_too_large`, "
+            "`invalid_content_length`).",
+            413: "The file is over MODELPRESS_MAX_UPLOAD_BYTES, or over what the tenant's "
+            "storage quota leaves (`payload_too_large`).",
+            422: "Not a readable .npz of numeric arrays with one sample count "
+            "(`invalid_dataset`), or `missing_file`, `empty_file`.",
+        },
+    ),
     summary="Upload a dataset",
+    response_description="The stored dataset, its arrays read.",
 )
 async def upload_dataset(
     session: SessionDep,
@@ -55,6 +80,8 @@ async def upload_dataset(
     tenant_id: CurrentTenant,
     receive_upload: UploadReceiverDep,
 ) -> DatasetRead:
+    """Stream an `.npz` to disk and read its array headers (never unpickled): 201 with each
+    array's name, shape and dtype and the number of samples."""
     upload = await receive_upload()
 
     def _create() -> DatasetRead:
@@ -73,7 +100,11 @@ async def upload_dataset(
 
 
 @router.get(
-    "", response_model=Page[DatasetRead], summary="List datasets", responses=problem_responses(400)
+    "",
+    response_model=Page[DatasetRead],
+    summary="List datasets",
+    response_description="One page of datasets.",
+    responses=problem_responses(400, 422),
 )
 def list_datasets(
     session: SessionDep,
@@ -81,18 +112,33 @@ def list_datasets(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=MAX_CURSOR_LENGTH)] = None,
 ) -> Page[DatasetRead]:
+    """The tenant's datasets, newest first, a page at a time (`next_cursor` to the next one)."""
     return service.list_datasets(session, tenant_id, limit, cursor)
 
 
-@router.get("/{dataset_id}", response_model=DatasetRead, responses=problem_responses(404))
+@router.get(
+    "/{dataset_id}",
+    response_model=DatasetRead,
+    responses=problem_responses(404, 410),
+    summary="Read a dataset",
+    response_description="The dataset.",
+)
 def get_dataset(dataset_id: str, session: SessionDep, tenant_id: CurrentTenant) -> DatasetRead:
+    """One dataset: its arrays (name, shape, dtype) and number of samples."""
     return DatasetRead.model_validate(service.get_dataset_or_raise(session, tenant_id, dataset_id))
 
 
-@router.delete("/{dataset_id}", status_code=204, responses=problem_responses(404))
+@router.delete(
+    "/{dataset_id}",
+    status_code=204,
+    responses=problem_responses(404, 410),
+    summary="Delete a dataset",
+    response_description="Deleted.",
+)
 def delete_dataset(
     dataset_id: str, session: SessionDep, storage: StorageDep, tenant_id: CurrentTenant
 ) -> Response:
+    """Delete a dataset; its stored bytes go once nothing else refers to them."""
     service.delete_dataset(
         session=session, storage=storage, tenant_id=tenant_id, dataset_id=dataset_id
     )

@@ -85,7 +85,9 @@ class Constraints(BaseModel):
         None, ge=0, le=1, description="Absolute fraction: 0.01 = one accuracy point."
     )
     min_speedup: float | None = Field(None, gt=0, le=1000, description="At every batch size.")
-    max_size_bytes: int | None = Field(None, gt=0, le=2**53)
+    max_size_bytes: int | None = Field(
+        None, gt=0, le=2**53, description="The optimized model's size on disk, at most."
+    )
     max_latency_ms: float | None = Field(
         None, gt=0, le=86_400_000, description="p50 at every batch size."
     )
@@ -113,6 +115,49 @@ class Constraints(BaseModel):
 
 
 AUTO_ONLY = ("objective", "calibration_dataset_id", "time_budget_s")
+MODEL_ID = "3f0c8a52-6d1e-4b7a-9c2f-5e8d1a7b4c60"  # the examples' ids: what uploads answered
+DATASET_ID = "9a4e2b17-0c3d-4f58-8e6a-1b7c5d2f3a90"
+EVAL_ID = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f"
+# `POST /v1/jobs` examples in OpenAPI (the `/docs` "Try it out" bodies); each is a valid spec.
+JOB_EXAMPLES: dict[str, dict[str, Any]] = {
+    "quantize": {
+        "summary": "int8 dynamic quantization (transformers, MLPs)",
+        "value": {"model_id": MODEL_ID, "steps": [{"op": "quantize", "mode": "dynamic"}]},
+    },
+    "cnn": {
+        "summary": "Prune channels, distil, quantize static int8, with a budget",
+        "value": {
+            "model_id": MODEL_ID,
+            "steps": [
+                {"op": "prune", "method": "channel", "ratio": 0.3},
+                {"op": "distill", "dataset_id": DATASET_ID, "epochs": 5},
+                {
+                    "op": "quantize",
+                    "mode": "static",
+                    "calibration_dataset_id": DATASET_ID,
+                    "calibration": "minmax",
+                },
+                {"op": "export", "format": "onnx"},
+            ],
+            "benchmark": {"batch_sizes": [1, 32], "iterations": 50},
+            "evaluation": {"dataset_id": EVAL_ID, "metric": "accuracy"},
+            "constraints": {"max_accuracy_drop": 0.01, "min_speedup": 1.2},
+        },
+    },
+    "auto": {
+        "summary": "recipe auto: measure candidates, keep the best that meets the budget",
+        "value": {
+            "model_id": MODEL_ID,
+            "recipe": "auto",
+            "objective": "latency",
+            "calibration_dataset_id": DATASET_ID,
+            "evaluation": {"dataset_id": EVAL_ID, "metric": "accuracy"},
+            "constraints": {"max_accuracy_drop": 0.01, "min_cosine": 0.99},
+            "time_budget_s": 600,
+            "callback_url": "https://ci.example.com/hooks/modelpress",
+        },
+    },
+}
 
 
 class JobCreate(BaseModel):
@@ -148,9 +193,21 @@ class JobCreate(BaseModel):
         description="`cuda`: training steps (distill) and the benchmark run on the GPU of a CUDA "
         "worker (ONNX models through ONNX Runtime's CUDA provider where installed).",
     )
-    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
-    evaluation: EvaluationSpec | None = None
-    constraints: Constraints | None = None
+    benchmark: BenchmarkSpec = Field(
+        default_factory=BenchmarkSpec,
+        description="How latency is measured (batch sizes, iterations, input shapes); defaults "
+        "to batch sizes 1 and 8.",
+    )
+    evaluation: EvaluationSpec | None = Field(
+        None,
+        description="Accuracy (or another metric) of both models on a labelled dataset; "
+        "without it, only fidelity to the original's outputs is measured.",
+    )
+    constraints: Constraints | None = Field(
+        None,
+        description="The budget the verdict is judged against; without it, the guard's "
+        "defaults (not slower, cosine_mean and top-1 agreement >= 0.90).",
+    )
     callback_url: str | None = Field(
         None,
         max_length=MAX_URL_LENGTH,
@@ -182,29 +239,47 @@ class JobCreate(BaseModel):
 
 
 class ArtifactRead(BaseModel):
+    """One stored output of a job, downloadable at `/v1/jobs/{id}/artifacts/{name}`."""
+
     model_config = ConfigDict(from_attributes=True)
 
-    name: str
+    name: str = Field(description="File name, unique in the job (`model.onnx`, `report.json`).")
     kind: str = Field(description="`model` (exactly one), `report`, `manifest`, ...")
-    media_type: str
-    size_bytes: int
-    sha256: str
+    media_type: str = Field(description="The Content-Type it is served with.")
+    size_bytes: int = Field(description="Size of the stored file.")
+    sha256: str = Field(description="Hex sha256 of the bytes (checked before each download).")
 
 
 class JobRead(BaseModel):
-    id: str
-    model_id: str
-    status: JobStatus
-    cancel_requested: bool
-    progress: dict[str, Any]
+    """A job as the API shows it."""
+
+    id: str = Field(description="The job's id (a UUID).")
+    model_id: str = Field(description="The uploaded model it optimizes.")
+    status: JobStatus = Field(
+        description="`queued`, `running`, `succeeded`, `failed` or `cancelled` (the last "
+        "three are terminal)."
+    )
+    cancel_requested: bool = Field(
+        description="A cancel was asked for; a running job stops within seconds."
+    )
+    progress: dict[str, Any] = Field(
+        description="`fraction` (0 to 1), `message`, and while running the current `step` "
+        "(its index)."
+    )
     error: dict[str, Any] | None = Field(None, description="A problem, when `failed`.")
-    attempt: int
-    spec: dict[str, Any]
-    artifacts: list[ArtifactRead]
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    updated_at: datetime
+    attempt: int = Field(
+        description="How many times a worker claimed it (a lost worker's job runs again)."
+    )
+    spec: dict[str, Any] = Field(
+        description="The job spec as accepted, with every default filled in."
+    )
+    artifacts: list[ArtifactRead] = Field(
+        description="What it produced so far; exactly one `kind: model` once `succeeded`."
+    )
+    created_at: datetime = Field(description="When it was submitted.")
+    started_at: datetime | None = Field(description="When a worker first claimed it.")
+    finished_at: datetime | None = Field(description="When it reached a terminal status.")
+    updated_at: datetime = Field(description="Its last change (status, progress).")
 
 
 def dataset_refs(spec: Any, pointer: str = "") -> list[tuple[str, str]]:

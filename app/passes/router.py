@@ -15,6 +15,7 @@ router = APIRouter(tags=["passes"])
 @router.get(
     "/v1/passes",
     summary="The technique catalog",
+    response_description="Every technique (one page: the catalog is short).",
     response_model=Page[TechniqueRead],
     response_model_by_alias=True,
 )
