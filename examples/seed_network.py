@@ -2,16 +2,22 @@
 
     make run                                  # in one terminal
     .venv/bin/python examples/seed_network.py # in another (MODELPRESS_URL to point elsewhere)
+    .venv/bin/python examples/seed_network.py --save DIR  # only write the model and datasets
+
 
 The network: conv 3->64, conv 64->128 (each ReLU + 2x2 max-pool), fc 128*6*6 -> 1000,
 fc 1000 -> 10, on 3x24x24 inputs. It is trained for a few epochs on scikit-learn's bundled
 digits (8x8 images upsampled to 24x24, three channels), saved as a torch.export program, and
 sent through four jobs: magnitude pruning, channel pruning + distillation, static int8, and export.
 Each job's report says what the step achieved, measured; this script prints a summary table.
+With `--save DIR` it only trains and writes `seed.pt2`, the same program as `seed.onnx`,
+`train.npz` and `test.npz` into DIR (no server needed): the model of the README's five-minute
+tour and of examples/walkthrough.sh.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -110,18 +116,36 @@ def summary(name: str, report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def save(work: Path, epochs: int = 4, onnx: bool = False) -> Path:
+    """Train the network and write `seed.pt2` (and with `onnx` the same program exported as
+    `seed.onnx`), `train.npz` and `test.npz` into `work`."""
     x_train, y_train, x_test, y_test = digits()
-    model = train(x_train, y_train)
-    work = Path(tempfile.mkdtemp(prefix="seed-"))
+    model = train(x_train, y_train, epochs)
+    work.mkdir(parents=True, exist_ok=True)
     program = torch.export.export(
         model,
         (torch.from_numpy(x_train[:2]),),
         dynamic_shapes={"x": {0: torch.export.Dim("batch", max=4096)}},
     )
     torch.export.save(program, work / "seed.pt2")
+    if onnx:
+        torch.onnx.export(program, f=work / "seed.onnx", dynamo=True, external_data=False)
     np.savez(work / "train.npz", x=x_train, labels=y_train)
     np.savez(work / "test.npz", x=x_test, labels=y_test)
+    return work / "seed.pt2"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--save", type=Path, help="only write the model and datasets here")
+    parser.add_argument("--epochs", type=int, default=4)
+    args = parser.parse_args()
+    if args.save:
+        for path in sorted(save(args.save, args.epochs, onnx=True).parent.glob("*")):
+            print(path)
+        return
+    work = Path(tempfile.mkdtemp(prefix="seed-"))
+    save(work, args.epochs)
     client = Client(
         os.environ.get("MODELPRESS_URL", "http://127.0.0.1:8000"),
         os.environ.get("MODELPRESS_API_KEY"),
