@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 REQUEST_FILE = "request.json"
 RESULT_FILE = "result.json"
 RESULT_MAX_BYTES = 4 * 1024 * 1024  # a report-sized verdict and artifact list; more is hostile
+# The zygote's handshake (worker/sandbox/zygote.py and template.py): its socket's fd and its
+# parent's pid in its environment, one JSON message per datagram.
+ZYGOTE_FD_ENV, ZYGOTE_PARENT_ENV = "MODELPRESS_ZYGOTE_FD", "MODELPRESS_ZYGOTE_PARENT"
+ZYGOTE_MESSAGE_BYTES = 1024 * 1024
 
 
 class _Strict(BaseModel):
@@ -43,6 +47,13 @@ class SandboxRequest(_Strict):
     spec: dict[str, Any] | None = None
     datasets: dict[str, str] = Field(default_factory=dict, description="id -> scratch path.")
     datasets_sha256: dict[str, str] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(
+        default_factory=dict,
+        description="Seconds the supervisor spent before the child: queue wait, staging.",
+    )
+    sent_at: float | None = Field(
+        None, description="Epoch seconds when the supervisor started the child."
+    )
 
 
 class ArtifactFile(_Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from app.core.config import Settings
 from app.core.errors import JobFailure
@@ -19,6 +20,9 @@ from worker.sandbox.isolation import child_command, hand_over, jail_for
 from worker.sandbox.jail import JAIL_ENV
 from worker.sandbox.limits import LIMITS_ENV
 from worker.sandbox.protocol import REQUEST_FILE, SandboxRequest, SandboxResult, read_result
+from worker.sandbox.zygote import ZygoteUnavailable, zygote_for
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 # Only these variables reach the child: no database or broker URL, no credentials.
@@ -28,6 +32,21 @@ PASSTHROUGH_ENV = (
 )  # fmt: skip
 TICK_SECONDS = 0.25
 KILL_GRACE_SECONDS = 3.0
+
+
+class Child(Protocol):
+    """What the supervisor uses of a running child: a fresh `subprocess.Popen` or one forked by
+    the zygote (worker/sandbox/zygote.py)."""
+
+    pid: int
+    returncode: Any  # None while it runs, as with Popen
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+# The per-job part of a child's environment; the rest is the same for every child of a worker,
+# and the zygote is started with it.
+PER_JOB_ENV = ("HOME", "TMPDIR", LIMITS_ENV, JAIL_ENV)
 
 
 @dataclass
@@ -74,6 +93,8 @@ def _read_progress(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
         fh.seek(offset)
         data = fh.read(1024 * 1024)
     complete = data[: data.rfind(b"\n") + 1]
+    if not complete and len(data) == 1024 * 1024:
+        return [], offset + len(data)  # a line longer than a read: skipped, not waited on
     events = []
     for line in complete.splitlines():
         try:
@@ -85,7 +106,7 @@ def _read_progress(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     return events, offset + len(complete)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: Child) -> None:
     """SIGTERM the child's process group, then SIGKILL after a grace period."""
     for sig, wait in ((signal.SIGTERM, KILL_GRACE_SECONDS), (signal.SIGKILL, 10.0)):
         try:
@@ -109,6 +130,7 @@ def run_sandboxed(
     """Run one request in a fresh child; `on_tick(progress)` returning True cancels it."""
     (scratch / "tmp").mkdir(exist_ok=True)
     request_path = scratch / REQUEST_FILE
+    request.sent_at = time.time()  # the child's report counts its start-up from here
     request_path.write_text(request.model_dump_json())
     env = child_env(settings, scratch, request.device)
     jail = jail_for(settings, scratch)
@@ -116,16 +138,7 @@ def run_sandboxed(
         if jail is not None:
             env[JAIL_ENV] = jail.to_env()
             hand_over(scratch, jail)
-        proc = subprocess.Popen(
-            child_command(request_path),
-            cwd=scratch,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=err,
-            stderr=err,
-            start_new_session=True,
-            close_fds=True,
-        )
+        proc = _start_child(settings, request_path, scratch, env, err)
         try:
             outcome = _watch(proc, scratch, wall_seconds, on_tick, settings.sandbox_memory_mb * MIB)
         except BaseException:
@@ -135,6 +148,30 @@ def run_sandboxed(
     if not (outcome.timed_out or outcome.cancelled or outcome.memory_exceeded):
         outcome.result = read_result(scratch)
     return outcome
+
+
+def _start_child(
+    settings: Settings, request_path: Path, scratch: Path, env: dict[str, str], err: Any
+) -> Child:
+    """A child forked by this worker's zygote (MODELPRESS_SANDBOX_PREFORK, the default), or a
+    fresh process where there is none. Either way the child itself builds its jail and limits."""
+    if settings.sandbox_prefork:
+        zygote = zygote_for({k: v for k, v in env.items() if k not in PER_JOB_ENV})
+        if zygote is not None:
+            try:
+                return zygote.spawn(request_path, scratch, env, scratch / "stderr.log")
+            except ZygoteUnavailable as exc:
+                log.warning("the sandbox zygote failed; a fresh child", extra={"why": str(exc)})
+    return subprocess.Popen(
+        child_command(request_path),
+        cwd=scratch,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=err,
+        stderr=err,
+        start_new_session=True,
+        close_fds=True,
+    )
 
 
 def resident_bytes(pid: int) -> int:
@@ -149,7 +186,7 @@ def resident_bytes(pid: int) -> int:
 
 
 def _watch(
-    proc: subprocess.Popen[bytes],
+    proc: Child,
     scratch: Path,
     wall_seconds: float,
     on_tick: Callable[[list[dict[str, Any]]], bool] | None,

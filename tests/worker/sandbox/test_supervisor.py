@@ -24,7 +24,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from app.core.config import Settings
-from worker.sandbox import protocol
+from worker.sandbox import protocol, zygote
 from worker.sandbox.isolation import PROJECT_ROOT
 from worker.sandbox.limits import LIMITS_ENV
 from worker.sandbox.protocol import ModelFile, SandboxRequest, SandboxResult
@@ -58,6 +58,10 @@ CHILD_KEYS = {
     "MODELPRESS_EXTERNAL_DATA_THRESHOLD_BYTES",  # a size, no secret (worker/onnx_io.py)
     LIMITS_ENV,
     *PASSTHROUGH_ENV,
+    # A child forked by the zygote shows the zygote's start-up environment in /proc: the same
+    # job-independent keys, and the zygote's socket and parent (its job's own are in memory).
+    zygote.FD_ENV,
+    zygote.PARENT_ENV,
 }
 SIGNATURES = {
     "input_ids": (
@@ -151,7 +155,33 @@ def _child_of(request_path: Path, parent: int) -> int | None:
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         if b"worker.sandbox" in cmdline and needle in cmdline and ppid == parent:
             return int(entry.name)
+        # A child forked by a zygote (of `parent`, or `parent` itself being one): the zygote's
+        # command line, a zygote as its parent. One child at a time in these tests.
+        forked = b"worker.sandbox.template" in cmdline and _is_zygote(ppid)
+        if forked and parent in (ppid, _parent_of(ppid)):
+            return int(entry.name)
     return None
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_zygote(pid: int) -> bool:
+    """A zygote: its command line, and a parent that is not one (that would be its child)."""
+    try:
+        if b"worker.sandbox.template" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return False
+        parent = _parent_of(pid)
+        return (
+            parent is None
+            or b"worker.sandbox.template" not in Path(f"/proc/{parent}/cmdline").read_bytes()
+        )
+    except OSError:
+        return False
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -597,10 +627,12 @@ def test_on_tick_true_cancels_and_kills_the_child(
     assert not Path(f"/proc/{seen['pid']}").exists()
 
 
+@pytest.mark.parametrize("prefork", [False, True], ids=["fresh", "zygote"])
 def test_child_dies_with_its_supervisor(
-    tmp_path: Path, scratch: Path, transformer_onnx: Path
+    tmp_path: Path, scratch: Path, transformer_onnx: Path, prefork: bool
 ) -> None:
-    """ISO-10: when the supervisor is killed with SIGKILL, its sandbox child dies too."""
+    """ISO-10: when the supervisor is killed with SIGKILL, its sandbox child dies too (a forked
+    child through its zygote, which dies with the supervisor)."""
     request = _long_request(scratch, transformer_onnx)
     script = tmp_path / "supervise.py"
     script.write_text(
@@ -615,6 +647,7 @@ def test_child_dies_with_its_supervisor(
                 data_dir=Path({str(tmp_path / "data")!r}),
                 sandbox_threads=1,
                 sandbox_memory_mb=6144,
+                sandbox_prefork={prefork!r},
             )
             request = SandboxRequest.model_validate_json({request.model_dump_json()!r})
             run_sandboxed(Path({str(scratch)!r}), request, settings, 600)
@@ -624,7 +657,8 @@ def test_child_dies_with_its_supervisor(
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(PROJECT_ROOT)}
     supervisor = subprocess.Popen([sys.executable, str(script)], cwd=PROJECT_ROOT, env=env)
     try:
-        child = _wait_for_armed_child(scratch / "request.json", supervisor.pid, 6144 * MIB)
+        parent = _zygote_of(supervisor.pid) if prefork else supervisor.pid
+        child = _wait_for_armed_child(scratch / "request.json", parent, 6144 * MIB)
 
         supervisor.kill()
         supervisor.wait(timeout=LIVENESS_SECONDS)
@@ -636,6 +670,23 @@ def test_child_dies_with_its_supervisor(
     finally:
         supervisor.kill()
         supervisor.wait(timeout=LIVENESS_SECONDS)
+
+
+def _zygote_of(supervisor: int) -> int:
+    """The pid of the zygote `supervisor` started (once it runs)."""
+    deadline = time.monotonic() + LIVENESS_SECONDS
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if b"worker.sandbox.template" in cmdline and ppid == supervisor:
+                return int(entry.name)
+        time.sleep(0.05)
+    raise AssertionError("the zygote did not start")
 
 
 def _wait_for_armed_child(request_path: Path, parent: int, memory_bytes: int) -> int:
