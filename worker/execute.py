@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,64 +26,96 @@ from app.datasets import repository as datasets
 from app.db.base import utcnow
 from app.db.orm import Job, JobStatus, ModelStatus
 from app.db.session import session_scope
+from app.jobs import events as job_events
 from app.jobs import repository as jobs
 from app.jobs.schemas import dataset_refs
+from app.metrics import service as job_metrics
 from app.ml_models import repository as models
 from app.webhooks import service as webhooks
+from worker.sandbox.progress import Relay
 from worker.sandbox.protocol import ModelFile, SandboxRequest
 from worker.sandbox.supervisor import Outcome, failure_of, run_sandboxed
 
 log = logging.getLogger(__name__)
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 HEARTBEAT_SECONDS = 2.0
+EVENTS_SECONDS = 1.0  # the child's events reach the database at most this often
 
 
 class Heartbeat:
-    """Called by the supervisor every tick: relays progress, extends the lease, reads cancel."""
+    """Called by the supervisor every tick: relays the child's progress, steps and log lines as
+    job events, extends the lease, reads cancel.
+
+    It writes at most once a second while there are events to send (`EVENTS_SECONDS`), else
+    every `HEARTBEAT_SECONDS` for the lease: one short transaction either way (SQLite shares
+    its one writer with the API)."""
 
     def __init__(
         self, job_id: str, attempt: int, settings: Settings, stop: Callable[[], bool]
     ) -> None:
         self.job_id, self.attempt, self.settings, self.stop = job_id, attempt, settings, stop
-        self.next_at, self.failures = 0.0, 0
-        self.latest: dict[str, Any] | None = None
+        self.next_at, self.events_at, self.failures = 0.0, 0.0, 0
+        self.relay = Relay()
+        self.received = 0  # child records seen; the rest of `Outcome.progress` is `finish`'s
         self.interrupted = False
 
-    def __call__(self, events: list[dict[str, Any]]) -> bool:
-        if events:
-            self.latest = events[-1]
+    @property
+    def latest(self) -> dict[str, Any] | None:
+        return self.relay.latest_progress
+
+    def log(self, message: str, level: str = "info") -> None:
+        """A worker line about the job, sent with the next write."""
+        self.relay.worker_log(message, level)
+
+    def finish(self, outcome: Outcome) -> list[tuple[str, dict[str, Any]]]:
+        """The events still to write once the child is done (its last records included), for
+        the final transition's transaction."""
+        self.relay.add(outcome.progress[self.received :])
+        self.received = len(outcome.progress)
+        return self.relay.pending()
+
+    def __call__(self, records: list[dict[str, Any]]) -> bool:
+        self.received += len(records)
+        self.relay.add(records)
         if self.stop():
             self.interrupted = True
             return True
-        if time.monotonic() < self.next_at:
+        now = time.monotonic()
+        pending = self.relay.pending() if now >= self.events_at else []
+        if now < self.next_at and not pending:
             return False
         values: dict[str, Any] = {
             "lease_expires_at": utcnow() + timedelta(seconds=self.settings.job_lease_seconds)
         }
         if self.latest:
-            values["progress"] = {k: v for k, v in self.latest.items() if k != "ts"}
+            values["progress"] = self.latest
         try:
             with session_scope() as session:
                 alive = jobs.transition(
                     session, self.job_id, {JobStatus.running}, values, attempt=self.attempt
                 )
+                if alive:
+                    job_events.record_many(session, self.job_id, pending)
                 job = session.get(Job, self.job_id)
                 stop = not alive or bool(job and job.cancel_requested)
         except SQLAlchemyError:
             # A database blip must not abort the job: the child goes on, the lease is renewed
             # when the database answers again (with backoff). If the outage outlasts the
             # lease, the reaper requeues the job and this attempt's result is refused by the
-            # compare-and-set at publish.
+            # compare-and-set at publish. Unsent events wait for the next write.
             self.failures += 1
             backoff = min(HEARTBEAT_SECONDS * 2**self.failures, self.settings.job_lease_seconds / 3)
-            self.next_at = time.monotonic() + backoff
+            self.next_at = self.events_at = time.monotonic() + backoff
             log.warning(
                 "heartbeat failed; the job goes on",
                 extra={"job_id": self.job_id, "failures": self.failures, "retry_in_s": backoff},
             )
             return False
+        self.relay.sent(len(pending))
         self.failures = 0
         self.next_at = time.monotonic() + HEARTBEAT_SECONDS
+        if pending:
+            self.events_at = time.monotonic() + EVENTS_SECONDS
         return stop
 
 
@@ -128,6 +160,15 @@ def _stage_inputs(job: Job, scratch: Path, storage: Storage, session: Any) -> Sa
     return request
 
 
+def _queue_wait(job: Job) -> float:
+    """Seconds from submission to this attempt's claim (a requeued job counts its first wait
+    and the attempts before this one too: that is what its submitter waited)."""
+    started, created = job.started_at or utcnow(), job.created_at
+    if started.tzinfo is None or created.tzinfo is None:
+        started, created = started.replace(tzinfo=None), created.replace(tzinfo=None)
+    return round(max((started - created).total_seconds(), 0.0), 4)
+
+
 def _store_artifacts(
     job: Job, outcome: Outcome, scratch: Path, storage: Storage
 ) -> list[dict[str, Any]]:
@@ -155,9 +196,15 @@ def _store_artifacts(
     return rows
 
 
-def _commit_success(job: Job, attempt: int, outcome: Outcome, rows: list[dict[str, Any]]) -> None:
+Events = Sequence[tuple[str, dict[str, Any]]]
+
+
+def _commit_success(
+    job: Job, attempt: int, outcome: Outcome, rows: list[dict[str, Any]], pending: Events = ()
+) -> None:
     """Succeed the attempt and record its artifacts, in one transaction, if it still owns the job
-    (a lost compare-and-set leaves stored blobs to the collector)."""
+    (a lost compare-and-set leaves stored blobs to the collector); its last events, the verdict
+    and the `succeeded` status go in the same transaction."""
     with session_scope() as session:
         done = jobs.transition(
             session,
@@ -176,12 +223,27 @@ def _commit_success(job: Job, attempt: int, outcome: Outcome, rows: list[dict[st
             return
         for row in rows:
             jobs.upsert_artifact(session, row)
+        verdict = outcome.result.verdict if outcome.result else None
+        done_events: list[tuple[str, dict[str, Any]]] = [
+            *pending,
+            ("log", job_events.log_data(f"published {len(rows)} artifacts")),
+            *([("verdict", verdict)] if verdict is not None else []),
+            ("status", job_events.status_data(job.id, JobStatus.succeeded, attempt=attempt)),
+        ]
+        job_events.record_many(session, job.id, done_events)
         webhooks.enqueue_terminal(
             session, job.id, outcome.result.verdict if outcome.result else None
         )
+        job_metrics.record_terminal(session, job.id, job_metrics.step_timings(outcome.progress))
 
 
-def _fail(job_id: str, attempt: int, status: str, error: dict[str, Any] | None) -> None:
+def _fail(
+    job_id: str,
+    attempt: int,
+    status: str,
+    error: dict[str, Any] | None,
+    pending: Events = (),
+) -> None:
     with session_scope() as session:
         if jobs.transition(
             session,
@@ -190,18 +252,26 @@ def _fail(job_id: str, attempt: int, status: str, error: dict[str, Any] | None) 
             {"status": status, "error": error, "finished_at": utcnow(), "lease_expires_at": None},
             attempt=attempt,
         ):
+            why = f"{error.get('code')}: {error.get('detail')}" if error else "cancel requested"
+            line = job_events.log_data(f"{status}: {why}", level="error" if error else "info")
+            final = job_events.status_data(job_id, status, attempt=attempt, error=error)
+            job_events.record_many(session, job_id, [*pending, ("log", line), ("status", final)])
             webhooks.enqueue_terminal(session, job_id)
+            job_metrics.record_terminal(session, job_id)
 
 
-def _requeue(job_id: str, attempt: int) -> None:
+def _requeue(job_id: str, attempt: int, pending: Events = ()) -> None:
     with session_scope() as session:
-        jobs.transition(
+        if jobs.transition(
             session,
             job_id,
             {JobStatus.running},
             {"status": JobStatus.queued, "lease_expires_at": None, "dispatched_at": utcnow()},
             attempt=attempt,
-        )
+        ):
+            line = job_events.log_data("the worker is stopping; the job goes back to the queue")
+            again = job_events.status_data(job_id, JobStatus.queued, attempt=attempt)
+            job_events.record_many(session, job_id, [*pending, ("log", line), ("status", again)])
 
 
 def execute_job(
@@ -211,22 +281,39 @@ def execute_job(
     storage = get_storage(settings)
     with session_scope() as session:
         attempt = jobs.claim(session, job_id, WORKER_NAME, settings.job_lease_seconds)
+        if attempt is not None:
+            claimed = [
+                ("status", job_events.status_data(job_id, JobStatus.running, attempt=attempt)),
+                ("log", job_events.log_data(f"claimed by {WORKER_NAME} (attempt {attempt})")),
+            ]
+            job_events.record_many(session, job_id, claimed)
+            if attempt == 1:
+                job_metrics.record_queue_wait(session, job_id)
     if attempt is None:
         return None
     scratch = storage.new_scratch(f"job-{job_id}-a{attempt}")
+    beat: Heartbeat | None = None
     try:
+        staging = time.monotonic()
         with session_scope() as session:
             job = session.get(Job, job_id)
             assert job is not None
             request = _stage_inputs(job, scratch, storage, session)
+        request.timings = {
+            "queue_wait_s": _queue_wait(job),
+            "stage_s": round(time.monotonic() - staging, 4),
+        }
         request.threads = settings.sandbox_threads or os.cpu_count() or 1
         beat = Heartbeat(job_id, attempt, settings, stop)
+        beat.log(f"inputs staged ({len(request.datasets)} datasets); starting the sandbox")
         outcome = run_sandboxed(scratch, request, settings, settings.sandbox_wall_seconds, beat)
+        beat.finish(outcome)
         if beat.interrupted:
-            _retrying(lambda: _requeue(job_id, attempt), settings)
+            _retrying(lambda: _requeue(job_id, attempt, _pending(beat)), settings)
             return JobStatus.queued
         if outcome.cancelled:
-            _retrying(lambda: _fail(job_id, attempt, JobStatus.cancelled, None), settings)
+            cancel = lambda: _fail(job_id, attempt, JobStatus.cancelled, None, _pending(beat))  # noqa: E731
+            _retrying(cancel, settings)
             return JobStatus.cancelled
         failure = failure_of(outcome, scratch, settings.sandbox_wall_seconds)
         if failure is not None:
@@ -240,11 +327,14 @@ def execute_job(
             )
             raise failure
         rows = _store_artifacts(job, outcome, scratch, storage)
-        _retrying(lambda: _commit_success(job, attempt, outcome, rows), settings)
+        done = lambda: _commit_success(job, attempt, outcome, rows, _pending(beat))  # noqa: E731
+        _retrying(done, settings)
         return JobStatus.succeeded
     except JobFailure as exc:
         problem = exc.to_problem()
-        _retrying(lambda: _fail(job_id, attempt, JobStatus.failed, problem), settings)
+        _retrying(
+            lambda: _fail(job_id, attempt, JobStatus.failed, problem, _pending(beat)), settings
+        )
         return JobStatus.failed
     except (SQLAlchemyError, OSError) as exc:
         # Whatever else goes wrong in this attempt ends it with a reason, never `running`: a
@@ -254,10 +344,17 @@ def execute_job(
         if isinstance(exc, SQLAlchemyError):
             raise
         problem = _os_failure(exc).to_problem()
-        _retrying(lambda: _fail(job_id, attempt, JobStatus.failed, problem), settings)
+        _retrying(
+            lambda: _fail(job_id, attempt, JobStatus.failed, problem, _pending(beat)), settings
+        )
         return JobStatus.failed
     finally:
         storage.remove_tree(scratch)
+
+
+def _pending(beat: Heartbeat | None) -> Events:
+    """The attempt's events not written yet (none before the sandbox started)."""
+    return beat.relay.pending() if beat is not None else ()
 
 
 def _os_failure(exc: OSError) -> JobFailure:

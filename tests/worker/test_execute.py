@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +167,7 @@ def _job_row(url: str, job_id: str) -> dict[str, Any]:
             "error": job.error,
             "cancel_requested": job.cancel_requested,
             "lease_expires_at": job.lease_expires_at,
+            "started_at": job.started_at,
             "finished_at": job.finished_at,
         }
 
@@ -425,6 +426,31 @@ def test_report_runs_the_guard_without_budget(finished: dict[str, Any]) -> None:
     assert guard[1] == "not slower than the original beyond the noise at any batch size"
     assert verdict["met"] is all(r.startswith("met: ") for r in verdict["reasons"])
     assert verdict["met"] or verdict["notes"][0].startswith("Not recommended:")
+
+
+def test_report_timings_break_the_job_down(finished: dict[str, Any]) -> None:
+    """`timings` (PRODUCT.md "Report"): every phase measured, the parts inside their whole, and
+    the whole inside the job's own wall time from its row."""
+    timings, report = finished["report"]["timings"], finished["report"]
+    phases = ("queue_wait_s", "stage_s", "sandbox_start_s", "prepare_s", "steps_s", "deliver_s")
+    for name in (*phases, "benchmark_s", "report_s", "child_total_s"):
+        assert timings[name] >= 0, name
+    assert timings["sandbox_start_s"] > 0  # a fresh interpreter cannot start in no time
+    assert [s["op"] for s in timings["steps"]] == [s["op"] for s in report["steps"]]
+    assert sum(s["wall_s"] for s in timings["steps"]) <= timings["steps_s"] + 0.01
+    parts = timings["benchmark"]
+    assert {"load_s", "latency_s", "fidelity_s"} <= set(parts)
+    assert sum(parts.values()) <= timings["benchmark_s"] + 0.01
+    child = ("prepare_s", "steps_s", "deliver_s", "benchmark_s", "report_s")
+    assert sum(timings[k] for k in child) <= timings["child_total_s"] + 0.01
+    row = finished["row"]
+    ran = (_aware(row["finished_at"]) - _aware(row["started_at"])).total_seconds()
+    assert timings["stage_s"] + timings["sandbox_start_s"] + timings["child_total_s"] <= ran + 0.5
+
+
+def _aware(value: Any) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # ----------------------------------------------------------------------- claims (JOB-06)

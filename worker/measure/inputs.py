@@ -28,10 +28,12 @@ import re
 import zipfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
+
+if TYPE_CHECKING:
+    import onnx
 
 _DEFAULT_INT_DIM = 128
 _DEFAULT_OTHER_DIM = 32
@@ -138,10 +140,14 @@ def dataset_inputs(
 
 def _load(model_path: Path) -> onnx.ModelProto:
     # Weights are not needed: initializer dims are stored in the graph proto itself.
+    import onnx  # here, not at the top: a memory probe of an ONNX model loads no more than ORT
+
     return onnx.load(str(model_path), load_external_data=False)
 
 
 def _specs(graph: onnx.GraphProto) -> list[dict]:
+    from onnx import helper
+
     initializers = {init.name for init in graph.initializer}
     specs = []
     for value in graph.input:
@@ -151,7 +157,7 @@ def _specs(graph: onnx.GraphProto) -> list[dict]:
             raise ValueError(f"input {value.name!r} is not a tensor; only tensor inputs work")
         tensor_type = value.type.tensor_type
         try:
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+            dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         except KeyError as exc:
             raise ValueError(f"input {value.name!r} has no known element type") from exc
         shape = [_dim(d) for d in tensor_type.shape.dim] if tensor_type.HasField("shape") else None

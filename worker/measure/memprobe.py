@@ -26,17 +26,46 @@ def _peak_rss_bytes() -> int:
     return 0
 
 
-def probe(path: Path, fmt: str, specs: list[dict[str, Any]], feeds_request: dict[str, Any]) -> int:
-    """Run `python -m worker.measure.memprobe` on one model; its peak RSS in bytes."""
+TIMEOUT_SECONDS = 600
+
+
+def start(
+    path: Path, fmt: str, specs: list[dict[str, Any]], feeds_request: dict[str, Any]
+) -> subprocess.Popen[str]:
+    """Start `python -m worker.measure.memprobe` on one model; `peak_of` collects its answer.
+
+    Each probe is a process of its own, so probes of different models may run at the same time
+    (and beside other work that does not time anything): a resident-set peak is per process."""
     request = {"path": str(path), "format": fmt, "specs": specs, **feeds_request}
-    done = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "worker.measure.memprobe", json.dumps(request)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
-        check=True,
     )
-    return int(json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_bytes"])
+
+
+def peak_of(proc: subprocess.Popen[str]) -> int:
+    """The peak RSS in bytes a started probe printed.
+
+    Raises:
+        subprocess.CalledProcessError: the probe failed (its stderr attached).
+        subprocess.TimeoutExpired: it ran past TIMEOUT_SECONDS (it is killed).
+    """
+    try:
+        out, err = proc.communicate(timeout=TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, proc.args, out, err)
+    return int(json.loads(out.strip().splitlines()[-1])["peak_rss_bytes"])
+
+
+def probe(path: Path, fmt: str, specs: list[dict[str, Any]], feeds_request: dict[str, Any]) -> int:
+    """Run one probe to its end; its peak RSS in bytes."""
+    return peak_of(start(path, fmt, specs, feeds_request))
 
 
 def main(raw: str) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import resource
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +22,14 @@ from worker.measure import memprobe
 from worker.measure import pair as measure
 from worker.measure.inputs import onnx_vocab
 from worker.passes.registry import PASSES
+from worker.pipeline.timings import Timings
 from worker.pipeline.tools import WorkerTools
 from worker.runtimes import loaded as runtimes
 from worker.runtimes.torch_programs import load_program, vocab_sizes
 from worker.sandbox.progress import Progress
 from worker.sandbox.protocol import SandboxRequest
+
+log = logging.getLogger(__name__)
 
 
 def _vocab(source: Path, fmt: str) -> dict[str, int]:
@@ -95,8 +102,13 @@ def run_steps(
             original_format=job.fmt,
             target_cosine=job.spec.constraints.min_cosine if job.spec.constraints else None,
         )
+        job.progress.step(index, pass_.name, "started")
+        log.info("step %d/%d %s started", index + 1, len(planned), pass_.name)
         started = time.perf_counter()
         result = pass_.run(ctx, item.config)
+        wall_s = round(time.perf_counter() - started, 4)
+        job.progress.step(index, pass_.name, "finished", wall_s)
+        log.info("step %d/%d %s finished in %.3f s", index + 1, len(planned), pass_.name, wall_s)
         records.append(
             {
                 "op": pass_.name,
@@ -104,7 +116,7 @@ def run_steps(
                 "spec_step": item.user_index,
                 "config": item.config.model_dump(mode="json"),
                 "pass_version": pass_.version,
-                "wall_s": round(time.perf_counter() - started, 4),
+                "wall_s": wall_s,
                 "input_format": current_fmt,
                 "output_format": result.output_format,
                 "metrics": result.metrics,
@@ -130,8 +142,12 @@ def control_fits(model_bytes: int) -> bool:
     return CONTROL_MARGIN * model_bytes <= budget
 
 
-def measure_job(job: JobRun, final: Path, final_fmt: str, full: bool = True) -> dict[str, Any]:
-    """Original vs `final`, measured side by side; `full` adds noise control and peak memory."""
+def measure_job(
+    job: JobRun, final: Path, final_fmt: str, full: bool = True, timings: Timings | None = None
+) -> dict[str, Any]:
+    """Original vs `final`, measured side by side; `full` adds noise control and peak memory.
+    `timings` gets the time of each part (loading, latency, memory probes, fidelity)."""
+    clock = timings.bench if timings is not None else _untimed
     spec, source, request, tools, datasets = (
         job.spec,
         job.source,
@@ -146,9 +162,10 @@ def measure_job(job: JobRun, final: Path, final_fmt: str, full: bool = True) -> 
     fmts = {"baseline": job.fmt, "optimized": final_fmt}
     paths = {"baseline": source, "optimized": final}
     device = spec.device
-    loaded = {
-        k: runtimes.load(paths[k], fmts[k], tools.specs, tools.threads, device) for k in paths
-    }
+    with clock("load_s"):
+        loaded = {
+            k: runtimes.load(paths[k], fmts[k], tools.specs, tools.threads, device) for k in paths
+        }
     vocab = dict(tools.vocab)
     if fmts["optimized"] == "onnx":
         vocab = {**onnx_vocab(final), **vocab}
@@ -156,21 +173,36 @@ def measure_job(job: JobRun, final: Path, final_fmt: str, full: bool = True) -> 
     sizes = measure.batch_sizes(pair, spec, notes)
     control = None
     if spec.benchmark.noise_control and control_fits(source.stat().st_size):
-        control = runtimes.load(source, fmts["baseline"], tools.specs, tools.threads, device)
+        with clock("noise_control_load_s"):
+            control = runtimes.load(source, fmts["baseline"], tools.specs, tools.threads, device)
     elif spec.benchmark.noise_control:
         notes.append(
             "No noise control: a second copy of the original does not fit the job's memory, so "
             "any measured slowdown counts as beyond the noise."
         )
-    lat = measure.latency(pair, spec, sizes, control)
-    facts = {}
-    for label in measure.LABELS:
-        facts[label] = measure.static_facts(loaded[label])
-        facts[label]["latency_ms"] = lat[label]
-        facts[label]["throughput"] = {b: s["throughput"] for b, s in lat[label].items()}
-        facts[label]["memory"] = _memory(spec, loaded[label], tools, vocab, max(sizes))
-    outputs = [o["name"] for o in request.model.outputs]
-    fidelity, accuracy = measure.fidelity_and_accuracy(pair, spec, datasets, outputs, notes)
+    with clock("latency_s"):
+        lat = measure.latency(pair, spec, sizes, control)
+    # The peak-memory probes start once the timing is over and run beside the fidelity runs:
+    # each is a process of its own, and neither they nor fidelity time anything.
+    probes = {
+        label: _start_memory(spec, loaded[label], tools, vocab, max(sizes)) for label in loaded
+    }
+    try:
+        outputs = [o["name"] for o in request.model.outputs]
+        with clock("fidelity_s"):
+            fidelity, accuracy = measure.fidelity_and_accuracy(pair, spec, datasets, outputs, notes)
+        facts = {}
+        for label in measure.LABELS:
+            facts[label] = measure.static_facts(loaded[label])
+            facts[label]["latency_ms"] = lat[label]
+            facts[label]["throughput"] = {b: s["throughput"] for b, s in lat[label].items()}
+            with clock("memory_wait_s"):
+                facts[label]["memory"] = _finish_memory(probes.pop(label), max(sizes))
+    finally:
+        for started in probes.values():  # a failure above: no probe outlives the measurement
+            if started is not None:
+                started.kill()
+                started.wait()
     if device == "cuda" and any(x.provider in ("CPUExecutionProvider",) for x in loaded.values()):
         notes.append(
             "This worker's ONNX Runtime has no CUDA provider: the ONNX model(s) were measured on "
@@ -190,11 +222,16 @@ def measure_job(job: JobRun, final: Path, final_fmt: str, full: bool = True) -> 
     }
 
 
-def _memory(
+@contextmanager
+def _untimed(_name: str) -> Iterator[None]:
+    yield
+
+
+def _start_memory(
     spec: JobCreate, loaded: runtimes.Loaded, tools: WorkerTools, vocab: dict[str, int], batch: int
-) -> dict[str, Any]:
+) -> subprocess.Popen[str] | None:
     if not spec.benchmark.memory:
-        return {"peak_rss_bytes": None, "note": "not measured (benchmark.memory is false)"}
+        return None
     feeds = {
         "batch": batch,
         "shapes": spec.benchmark.input_shapes,
@@ -202,8 +239,13 @@ def _memory(
         "threads": tools.threads,
         "device": spec.device,
     }
-    peak = memprobe.probe(loaded.path, loaded.format, tools.specs, feeds)
+    return memprobe.start(loaded.path, loaded.format, tools.specs, feeds)
+
+
+def _finish_memory(probe: subprocess.Popen[str] | None, batch: int) -> dict[str, Any]:
+    if probe is None:
+        return {"peak_rss_bytes": None, "note": "not measured (benchmark.memory is false)"}
     return {
-        "peak_rss_bytes": peak,
+        "peak_rss_bytes": memprobe.peak_of(probe),
         "measured_in": f"a process of its own: load, then {memprobe.RUNS} runs at batch {batch}",
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from app.core.storage import sha256_file
 from worker import onnx_io
 from worker.pipeline.auto import run_auto
 from worker.pipeline.job import JobRun, measure_job, prepare, run_steps
+from worker.pipeline.timings import Timings
 from worker.report.build import (
     REPORT_SCHEMA_VERSION,
     comparison,
@@ -22,6 +24,7 @@ from worker.report.build import (
 from worker.report.html import render_html
 from worker.sandbox.protocol import ArtifactFile, SandboxRequest, SandboxResult
 
+log = logging.getLogger(__name__)
 ARCHIVE_NAME = "model.zip"
 ARCHIVE_NOTE = (
     "The model keeps its weights in external data (over the size threshold): the artifact "
@@ -31,27 +34,37 @@ ARCHIVE_NOTE = (
 
 def run_pipeline(scratch: Path, request: SandboxRequest) -> SandboxResult:
     """Run a job's spec on its model; returns the artifacts written under `scratch/out`."""
-    job = prepare(scratch, request)
+    timings = Timings(request)
+    with timings.phase("prepare_s"):
+        job = prepare(scratch, request)
     out = scratch / "out"
     out.mkdir()
     extra: dict[str, Any] = {}
     artifacts: list[dict[str, Any]] = []
-    if job.spec.recipe == "auto":
-        final_path, final_fmt, steps, extra, artifacts = run_auto(job, out)
-    else:
-        final_path, final_fmt, steps = run_steps(job, list(job.spec.steps or []), scratch / "work")
-    model_name, measured_path, delivery = _deliver(final_path, final_fmt, scratch, out)
+    with timings.phase("steps_s"):
+        if job.spec.recipe == "auto":
+            final_path, final_fmt, steps, extra, artifacts = run_auto(job, out)
+        else:
+            work = scratch / "work"
+            final_path, final_fmt, steps = run_steps(job, list(job.spec.steps or []), work)
+    with timings.phase("deliver_s"):
+        model_name, measured_path, delivery = _deliver(final_path, final_fmt, scratch, out)
     if final_fmt == "tvm":  # the compiler step leaves a runner snippet beside the library
         shutil.copyfile(final_path.parent / "run_tvm.py", out / "run_tvm.py")
         artifacts.append({"name": "run_tvm.py", "kind": "snippet", "media_type": "text/x-python"})
     job.progress.emit(0.9, "measuring original vs optimized")
-    measured = measure_job(job, measured_path, final_fmt)
+    log.info("measuring the original and the optimized model (%s)", final_fmt)
+    with timings.phase("benchmark_s"):
+        measured = measure_job(job, measured_path, final_fmt, timings=timings)
     if delivery["archive"]:
         measured["notes"].append(ARCHIVE_NOTE.format(**delivery))
-    report = _report(job, measured, steps, extra)
+    with timings.phase("report_s"):
+        report = _report(job, measured, steps, extra)
+    report["timings"] = timings.report(steps)
     validated = write_report(out / "report.json", report)
     (out / "report.html").write_text(render_html(validated), encoding="utf-8")
     write_json(out / "manifest.json", _manifest(job, report, out / model_name, delivery))
+    log.info("report written; verdict: %s", _verdict_line(report["verdict"]))
     job.progress.emit(1.0, "done")
     files = [
         {"name": model_name, "kind": "model", "media_type": delivery["media_type"]},
@@ -65,6 +78,12 @@ def run_pipeline(scratch: Path, request: SandboxRequest) -> SandboxResult:
         artifacts=[ArtifactFile.model_validate(f) for f in files],
         verdict=report["verdict"],
     )
+
+
+def _verdict_line(verdict: dict[str, Any]) -> str:
+    met = {True: "met", False: "missed", None: "no budget"}.get(verdict.get("met"), "?")
+    reasons = "; ".join(str(r) for r in verdict.get("reasons") or [])
+    return met + (f" ({reasons})" if reasons else "")
 
 
 def _report(

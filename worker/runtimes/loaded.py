@@ -12,7 +12,6 @@ import numpy as np
 from app.core.errors import JobFailure
 from worker.measure.benchmark import rss_bytes
 from worker.ort import make_session, signature
-from worker.runtimes.torch_programs import TorchRunner, load_program
 
 
 @dataclass
@@ -52,6 +51,9 @@ def load(
         )
     if fmt == "tvm":
         return _load_tvm(path, specs, before)
+
+    # Here, not at the top: a memory probe of an ONNX model (its own process) imports no torch.
+    from worker.runtimes.torch_programs import TorchRunner, load_program
 
     start = time.perf_counter()
     module, program = load_program(path, fmt)
