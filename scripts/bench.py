@@ -6,6 +6,9 @@
                                       # write BENCHMARKS.md from every saved file
     python scripts/bench.py --real --only llm  # only these real models, merged into real.json
     python scripts/bench.py --hostile # measure only the hostile-upload refusals (hostile.json)
+    python scripts/bench.py --load    # measure only the API under load (load.json): reads while
+                                      # a job runs, a POST burst, a 2 GiB upload; SQLite and
+                                      # Postgres (BENCH_DATABASE_URL, BENCH_BROKER_URL)
 
 Everything is measured in this one run, side by side:
 1. service overhead: a quantize job's wall time through the API (embedded mode) vs the same
@@ -46,6 +49,7 @@ from benchlib import (  # noqa: E402
     BENCHMARKS_MD,
     GPU_JSON,
     hostile,
+    overhead,
     seed,
     service,
     transformer,
@@ -141,6 +145,25 @@ def measure_real(command: str, only: list[str] | None = None) -> None:
     print(f"saved {REAL_JSON.relative_to(ROOT)}")
 
 
+def measure_overhead(command: str) -> dict[str, Any]:
+    """`--overhead`: a job vs the same work in a script, small and large model, one service."""
+    tmp = Path(tempfile.mkdtemp(prefix="modelpress-bench-overhead-"))
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    proc, client = service.start_service(tmp / "data")
+    try:
+        record = overhead.measure(client, tmp)
+    finally:
+        service.stop_service(proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+    record["run"] = {
+        "command": command,
+        "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
+        "load_average_1min_before": load_before,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    return record
+
+
 def main(argv: list[str]) -> None:
     """Measure (or, with --render, only re-render; with --real, only the real models) and write
     BENCHMARKS.md."""
@@ -149,13 +172,23 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--real", action="store_true", help="measure only the real models")
     parser.add_argument("--only", nargs="+", help="with --real: these real models (e.g. llm)")
     parser.add_argument("--hostile", action="store_true", help="measure only hostile uploads")
+    parser.add_argument("--load", action="store_true", help="measure only the API under load")
+    parser.add_argument(
+        "--overhead", action="store_true", help="measure only a job's overhead vs a script"
+    )
     args = parser.parse_args(argv)
     command = " ".join(["python", "scripts/bench.py", *argv])
     if args.real:
         measure_real(command, args.only)
     if args.hostile:
         save(hostile.HOSTILE_JSON, hostile.measure())
-    if args.render or args.real or args.hostile:
+    if args.load:
+        from benchlib import load as api_load
+
+        save(api_load.LOAD_JSON, api_load.measure(command))
+    if args.overhead:
+        save(overhead.OVERHEAD_JSON, measure_overhead(command))
+    if args.render or args.real or args.hostile or args.load or args.overhead:
         results = load(BENCH_JSON)
         if results is None:
             sys.exit(f"{BENCH_JSON} is missing: run `make bench` first")
@@ -171,7 +204,11 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--direct"]:
+    if sys.argv[1:2] == ["--overhead-script"]:
+        # The child side of overhead._script(): one JSON line on stdout.
+        model, out, name = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+        print(json.dumps(overhead.run_script(model, out, name), default=str))
+    elif sys.argv[1:2] == ["--direct"]:
         # The child side of transformer.direct_script(): one JSON line on stdout.
         model, out, per_channel = Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
         print(json.dumps(transformer.run_direct(model, out, per_channel), default=str))

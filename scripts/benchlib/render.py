@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchlib import hostile
+from benchlib import hostile, overhead
+from benchlib import load as api_load
 from benchlib.render_gpu import gpu_section
 from benchlib.render_real import REAL_JSON, real_section
 from benchlib.render_seed import seed_section, service_section
@@ -27,6 +28,8 @@ def render(
         service_section(results["api_reads_ms"], results["upload_memory"]),
         real_section(real, results["run"].get("real_skipped")),
         hostile_section(),
+        load_section(),
+        [overhead.render(load(overhead.OVERHEAD_JSON)).rstrip("\n")],
         gpu_section(gpu),
     ]
     return "\n\n".join("\n".join(p) for p in parts) + "\n"
@@ -38,6 +41,11 @@ def hostile_section() -> list[str]:
     if data is None:
         return ["## Hostile uploads", "", "Not measured yet: `python scripts/bench.py --hostile`."]
     return [hostile.render(data).rstrip("\n")]
+
+
+def load_section() -> list[str]:
+    """The API under load, from docs/bench/load.json (`--load`), where saved."""
+    return [api_load.render(load(api_load.LOAD_JSON)).rstrip("\n")]
 
 
 def header(results: dict[str, Any]) -> str:
