@@ -15,12 +15,21 @@ from app.tenants.commands import add_key_commands
 if TYPE_CHECKING:
     from app.core.config import Settings
 
+# prometheus-client's multiprocess directory (app/core/metrics.py; not imported here: the
+# variable must be set before prometheus-client is first imported by an API process).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 def _settings() -> Settings:
-    """The server settings, imported late so that the client commands never load them."""
-    from app.core.config import get_settings
+    """The server settings, imported late so that the client commands never load them; a bad
+    setting (e.g. an unsupported MODELPRESS_STORAGE_URL) exits 3 with one line saying why."""
+    from app.core.startup import StartupRefused, load_settings
 
-    return get_settings()
+    try:
+        return load_settings()
+    except StartupRefused as exc:
+        print(f"modelpress: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR) from None
 
 
 def cmd_migrate(_args: argparse.Namespace) -> int:
@@ -39,16 +48,64 @@ def cmd_api(args: argparse.Namespace) -> int:
     if not _safe_to_bind(args.host):
         return EXIT_ERROR
     port = args.port or int(os.environ.get("PORT", "8000"))
+    workers = _api_workers(_settings(), "api")
+    if workers > 1:
+        _serve_processes(args.host, port, workers, migrate=True)
+        return 0
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=port, log_config=None)
     return 0
 
 
+def _api_workers(settings: Settings, command: str) -> int:
+    """MODELPRESS_API_WORKERS, or the command's default: `run` 1; `api` 2 where a broker is set
+    (the rate limiter is then shared through Redis, not counted per process), else 1. Two, not
+    the CPU count: a container sees the host's CPUs, and each process has its own database
+    pool; scale further with replicas or the setting."""
+    if settings.api_workers:
+        return settings.api_workers
+    return 2 if command == "api" and not settings.embedded_queue else 1
+
+
+def _serve_processes(host: str, port: int, workers: int, *, migrate: bool) -> None:
+    """uvicorn with `workers` processes on one socket until SIGINT/SIGTERM. The database is
+    migrated once, here, not by each process; `/metrics` uses prometheus-client's multiprocess
+    mode, in PROMETHEUS_MULTIPROC_DIR (a fresh directory unless the operator set one), which
+    must be in the environment before the processes start and import prometheus-client."""
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    settings = _settings()
+    if migrate and settings.auto_migrate:
+        from app.db.migrate import upgrade_head
+
+        upgrade_head(settings.resolved_database_url)
+    os.environ["MODELPRESS_AUTO_MIGRATE"] = "false"  # for the processes: done above
+    fresh = None
+    if not os.environ.get(MULTIPROC_ENV):
+        fresh = tempfile.mkdtemp(prefix="modelpress-metrics-")
+        os.environ[MULTIPROC_ENV] = fresh
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_config=None,
+        )
+    finally:
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """The embedded worker (no broker) or a Celery worker on the device's queue."""
+    settings = _settings()  # first: importing the worker reads the settings
     from app import worker_seam
     from app.core.queue import job_queue
 
-    settings = _settings()
     if args.embedded or settings.embedded_queue:
         worker_seam.run_embedded(settings, args.parent_pid, args.replaces)
     else:
@@ -58,11 +115,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
     """Housekeeping until stopped (or one tick with `--once`)."""
+    settings = _settings()  # first: importing the worker reads the settings
     from app import worker_seam
     from app.core.logging import configure_logging
 
     configure_logging()
-    worker_seam.run_scheduler(_settings(), args.interval, args.once)
+    worker_seam.run_scheduler(settings, args.interval, args.once)
     return 0
 
 
@@ -79,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     port = args.port or int(os.environ.get("PORT", "8000"))
     print(f"ModelPress on http://{args.host}:{port}/docs (data in {settings.data_dir})", flush=True)
     try:
-        _serve(args.host, port)
+        _serve(args.host, port, _api_workers(settings, "run"))
     finally:
         worker.stop()
     return 0
@@ -97,8 +155,11 @@ def _safe_to_bind(host: str) -> bool:
     return True
 
 
-def _serve(host: str, port: int) -> None:
+def _serve(host: str, port: int, workers: int = 1) -> None:
     """uvicorn in the foreground; SIGINT/SIGTERM end it gracefully and return (exit status 0)."""
+    if workers > 1:
+        _serve_processes(host, port, workers, migrate=False)  # `run` has migrated
+        return
     import contextlib
     import signal
     from collections.abc import Iterator

@@ -17,13 +17,12 @@ from app.core.ratelimit import build_rate_limiter
 from app.datasets.router import router as datasets_router
 from app.db.migrate import upgrade_head
 from app.http.body_limit import BodyLimitMiddleware
-from app.http.docs import install_docs
+from app.http.deps import limit_sessions
+from app.http.docs import document_openapi, install_docs, operation_id
+from app.http.metrics import RequestMetricsMiddleware
 from app.http.ops import router as ops_router
-from app.http.problems import (
-    document_rate_limit,
-    document_validation_problems,
-    install_problem_handlers,
-)
+from app.http.page import install_page
+from app.http.problems import install_problem_handlers
 from app.jobs.router import router as jobs_router
 from app.ml_models.router import router as models_router
 from app.passes.router import router as passes_router
@@ -36,32 +35,11 @@ outputs) measured side by side with the original in one run.
 Errors are RFC 9457 `application/problem+json` with a machine `code`.
 """
 
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "title", "status", "code"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "code": {"type": "string", "description": "Stable machine code, e.g. `unsafe_pickle`."},
-        "instance": {"type": "string"},
-        "pointer": {"type": "string", "description": "JSON pointer to the refused spec field."},
-        "errors": {
-            "type": "array",
-            "description": "Validation errors (`validation_error`), each with its JSON pointer.",
-            "items": {
-                "type": "object",
-                "properties": {"pointer": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
-
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    limit_sessions(app.state, settings)  # no more sessions than connections (app/http/deps.py)
     if settings.auto_migrate:
         await run_in_threadpool(upgrade_head, settings.resolved_database_url)
     yield
@@ -77,6 +55,7 @@ def create_app() -> FastAPI:
         docs_url=None,
         redoc_url=None,
         lifespan=_lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.state.rate_limiter = build_rate_limiter(get_settings())  # per app: tests get their own
     install_problem_handlers(app)
@@ -85,7 +64,10 @@ def create_app() -> FastAPI:
         limit=lambda: get_settings().max_body_bytes,
         upload_paths=(models_router.prefix, datasets_router.prefix),
     )
+    # Outermost: request durations include the body-limit refusals (app/http/metrics.py).
+    app.add_middleware(RequestMetricsMiddleware, routes=lambda: app.routes)
     install_docs(app)
+    install_page(app)  # `/`: the read-only jobs page
     routers = (models_router, datasets_router, jobs_router, artifacts_router, passes_router)
     for router in (*routers, ops_router):
         app.include_router(router)
@@ -94,11 +76,7 @@ def create_app() -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = original_openapi()
-            schema.setdefault("components", {}).setdefault("schemas", {})["ProblemDetail"] = (
-                PROBLEM_SCHEMA
-            )
-            document_validation_problems(schema)
-            document_rate_limit(schema)
+            document_openapi(schema)
         return app.openapi_schema or schema
 
     app.openapi = openapi  # type: ignore[method-assign]

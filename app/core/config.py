@@ -6,8 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.core.storage_url import StorageLocation, parse_storage_url
 
 DEV_PEPPER = "modelpress-dev-pepper"
 DEFAULT_TENANT_STORAGE_BYTES = 50 * 1024**3
@@ -25,7 +27,37 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(
         None, description="Celery broker (Redis). Unset: the embedded database-backed dispatcher."
     )
-    storage_url: str | None = Field(None, description="Artifact storage root (a local path).")
+    db_pool_size: int = Field(
+        10,
+        ge=1,
+        le=200,
+        description="Database connections each process keeps open. Postgres: as many again "
+        "may open under a burst, and at most this many API requests hold a session at once (the "
+        "rest wait their turn); max_connections must be >= processes x 2 x this. SQLite: no "
+        "cap beyond it.",
+    )
+    storage_url: str | None = Field(
+        None,
+        description="Where models, datasets and artifacts live: a local path, file:///path, or "
+        "s3://bucket/prefix (S3-compatible object storage; anything else refuses to start).",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3 endpoint for an s3:// storage URL (MinIO: http://minio:9000); unset: "
+        "AWS. Credentials and region: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_DEFAULT_REGION.",
+    )
+    s3_multipart_threshold_bytes: int = Field(
+        64 * 1024**2, ge=5 * 1024**2, description="Uploads to S3 above this go multipart."
+    )
+    s3_multipart_chunk_bytes: int = Field(
+        64 * 1024**2, ge=5 * 1024**2, description="Part size of a multipart upload to S3."
+    )
+    scratch_dir: Path | None = Field(
+        None,
+        description="Local scratch of uploads, downloads and job attempts (always local, never "
+        "shared). Unset: <storage root>/scratch, or <data_dir>/scratch with s3:// storage.",
+    )
     max_upload_bytes: int = Field(2 * 1024**3, description="Upload limit; 413 above it.")
     max_body_bytes: int = Field(
         1024**2,
@@ -53,6 +85,14 @@ class Settings(BaseSettings):
     )
     metrics_public: bool = Field(
         False, description="Serve `/metrics` without a key even when auth is required."
+    )
+    api_workers: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="API server processes (uvicorn workers; `/metrics` then uses prometheus-"
+        "client's multiprocess mode). Unset: 1 for `modelpress run`; for `modelpress api`, 2 "
+        "where a broker is set (the rate limit is shared through Redis), else 1.",
     )
 
     # Abuse limits (RELIABILITY.md §4): each 0 turns its limit off.
@@ -88,6 +128,11 @@ class Settings(BaseSettings):
     sandbox_wall_seconds: int = Field(1800, description="Wall-clock cap of a job's child.")
     sandbox_file_mb: int = Field(4096, description="Largest file a job's child may write.")
     sandbox_threads: int = Field(0, description="Intra-op threads in the child; 0 = all cores.")
+    sandbox_prefork: bool = Field(
+        True,
+        description="Fork each job's child from a template that imported torch and onnx once "
+        "per worker (worker/sandbox/zygote.py); false starts every child as a fresh process.",
+    )
     sandbox_isolation: Literal["auto", "required", "off"] = Field(
         "auto",
         description="The child's jail (worker/sandbox/jail.py): its own uid, no network, only "
@@ -166,6 +211,21 @@ class Settings(BaseSettings):
         20, ge=1, le=1000, description="Deliveries the housekeeping tick sends at most per round."
     )
 
+    # MLflow tracking (app/tracking/; the worker side needs the `mlflow` extra). Runs go
+    # through the webhook outbox, so they retry with the webhook_* attempts and backoff.
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        max_length=2048,
+        description="Log every finished job as an MLflow run on this tracking server "
+        "(e.g. http://mlflow:5000). Unset: no MLflow.",
+    )
+    mlflow_experiment: str = Field(
+        "modelpress", min_length=1, max_length=500, description="The MLflow experiment's name."
+    )
+    mlflow_timeout_seconds: float = Field(
+        30.0, gt=0, le=600, description="Timeout of one MLflow HTTP request (no retry inside)."
+    )
+
     @property
     def resolved_database_url(self) -> str:
         """The configured URL, or the embedded SQLite file under the data directory."""
@@ -173,16 +233,35 @@ class Settings(BaseSettings):
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'modelpress.db').resolve()}"
 
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_storage_url(value)  # a bad URL refuses to start, with the accepted forms
+        return value
+
+    @property
+    def storage_location(self) -> StorageLocation:
+        """The parsed storage URL (a local directory by default)."""
+        if self.storage_url:
+            return parse_storage_url(self.storage_url)
+        return StorageLocation("file", path=self.data_dir / "storage")
+
     @property
     def storage_root(self) -> Path:
-        """Where artifacts, models and datasets live."""
-        if self.storage_url:
-            return Path(self.storage_url)
-        return self.data_dir / "storage"
+        """The local directory of the blobs; with s3:// storage, the data directory (which then
+        holds only scratch and, in the embedded mode, the SQLite file)."""
+        location = self.storage_location
+        return location.path if location.path is not None else self.data_dir
 
     @property
     def scratch_root(self) -> Path:
-        """Per-upload and per-attempt scratch directories (same filesystem as storage)."""
+        """Per-upload and per-attempt scratch directories: always on the local disk (by
+        default the storage's own, so that a local publish is a rename)."""
+        if self.scratch_dir is not None:
+            return self.scratch_dir
+        if self.storage_location.scheme == "s3":
+            return self.data_dir / "scratch"
         return self.storage_root / "scratch"
 
     @property
