@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 # prometheus-client's multiprocess directory (app/core/metrics.py; not imported here: the
 # variable must be set before prometheus-client is first imported by an API process).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# How long an idle keep-alive connection stays open. Longer than the clients' own pool expiry
+# (httpx and requests: 5 s, uvicorn's default too), so that a client never sends a request on
+# a connection the server is closing at that moment (a ReadError under load; a load balancer's
+# idle timeout should be longer still).
+KEEP_ALIVE_SECONDS = 75
 
 
 def _settings() -> Settings:
@@ -52,7 +57,14 @@ def cmd_api(args: argparse.Namespace) -> int:
     if workers > 1:
         _serve_processes(args.host, port, workers, migrate=True)
         return 0
-    uvicorn.run("app.main:create_app", factory=True, host=args.host, port=port, log_config=None)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=args.host,
+        port=port,
+        log_config=None,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
     return 0
 
 
@@ -94,6 +106,7 @@ def _serve_processes(host: str, port: int, workers: int, *, migrate: bool) -> No
             port=port,
             workers=workers,
             log_config=None,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
     finally:
         if fresh is not None:
@@ -175,7 +188,12 @@ def _serve(host: str, port: int, workers: int = 1) -> None:
             yield
 
     config = uvicorn.Config(
-        "app.main:create_app", factory=True, host=host, port=port, log_config=None
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     Server(config).run()
 
