@@ -52,6 +52,7 @@ from benchlib import (  # noqa: E402
     overhead,
     seed,
     service,
+    throughput,
     transformer,
 )
 from benchlib.render import load, render  # noqa: E402
@@ -176,6 +177,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--overhead", action="store_true", help="measure only a job's overhead vs a script"
     )
+    parser.add_argument(
+        "--throughput", action="store_true", help="measure only jobs/hour with 1 and 2 workers"
+    )
     args = parser.parse_args(argv)
     command = " ".join(["python", "scripts/bench.py", *argv])
     if args.real:
@@ -188,7 +192,9 @@ def main(argv: list[str]) -> None:
         save(api_load.LOAD_JSON, api_load.measure(command))
     if args.overhead:
         save(overhead.OVERHEAD_JSON, measure_overhead(command))
-    if args.render or args.real or args.hostile or args.load or args.overhead:
+    if args.throughput:
+        save(throughput.THROUGHPUT_JSON, throughput.measure(command))
+    if args.render or args.real or args.hostile or args.load or args.overhead or args.throughput:
         results = load(BENCH_JSON)
         if results is None:
             sys.exit(f"{BENCH_JSON} is missing: run `make bench` first")
