@@ -609,7 +609,7 @@ def measure(
     seconds: float = 20.0,
     interval: float = 0.25,
     burst: int = 500,
-    burst_wait: float = 120.0,
+    burst_wait: float = 480.0,
     upload_bytes: int = 2 * 1024**3,
 ) -> dict[str, Any]:
     """Every measurement of the section, as load.json records it."""
