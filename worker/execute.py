@@ -23,7 +23,7 @@ from app.core.errors import ArtifactCorrupt, JobFailure
 from app.core.formats import model_filename
 from app.core.storage import Storage, get_storage, sha256_file
 from app.datasets import repository as datasets
-from app.db.base import utcnow
+from app.db.base import seconds_between, utcnow
 from app.db.orm import Job, JobStatus, ModelStatus
 from app.db.session import session_scope
 from app.jobs import events as job_events
@@ -163,10 +163,7 @@ def _stage_inputs(job: Job, scratch: Path, storage: Storage, session: Any) -> Sa
 def _queue_wait(job: Job) -> float:
     """Seconds from submission to this attempt's claim (a requeued job counts its first wait
     and the attempts before this one too: that is what its submitter waited)."""
-    started, created = job.started_at or utcnow(), job.created_at
-    if started.tzinfo is None or created.tzinfo is None:
-        started, created = started.replace(tzinfo=None), created.replace(tzinfo=None)
-    return round(max((started - created).total_seconds(), 0.0), 4)
+    return round(max(seconds_between(job.created_at, job.started_at or utcnow()) or 0.0, 0.0), 4)
 
 
 def _store_artifacts(

@@ -39,6 +39,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value
 
 
+def seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    """Seconds from `start` to `end` (both UTC-aware, as UTCDateTime columns read back); None
+    where either is missing."""
+    if start is None or end is None:
+        return None
+    return (end - start).total_seconds()
+
+
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock the code uses."""
     return datetime.now(UTC)

@@ -14,7 +14,6 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -30,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core import metrics as names
+from app.db.base import seconds_between
 from app.db.orm import Job
 from app.db.orm.job import TERMINAL
 from app.metrics import repository
@@ -90,18 +90,12 @@ def _observe(deltas: dict[SampleKey, float], family: str, value: float, **labels
     deltas[total] = deltas.get(total, 0.0) + value
 
 
-def _seconds(start: datetime | None, end: datetime | None) -> float | None:
-    if start is None or end is None:
-        return None
-    return (end - start).total_seconds()
-
-
 def record_queue_wait(session: Session, job_id: str) -> None:
     """Observe the job's wait from submission to this (first) start; call in the claim's
     transaction, only for attempt 1."""
     stmt = select(Job.spec, Job.created_at, Job.started_at).where(Job.id == job_id)
     row = session.execute(stmt).first()
-    waited = _seconds(row.created_at, row.started_at) if row else None
+    waited = seconds_between(row.created_at, row.started_at) if row else None
     if row is None or waited is None:
         return
     deltas: dict[SampleKey, float] = {}
@@ -119,7 +113,7 @@ def record_terminal(session: Session, job_id: str, steps: Sequence[StepTiming] =
         return
     op = job_op(row.spec)
     deltas: dict[SampleKey, float] = {(names.JOBS_TOTAL, _labels(op=op, status=row.status)): 1}
-    ran = _seconds(row.started_at, row.finished_at)
+    ran = seconds_between(row.started_at, row.finished_at)
     if ran is not None:
         _observe(deltas, names.JOB_DURATION, ran, op=op)
     for step_op, seconds in steps:

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from support import is_service_setting
 
 from app.core.config import Settings, get_settings
 from app.core.storage import get_storage
-from app.db.base import utcnow
+from app.db.base import seconds_between, utcnow
 from app.db.orm import Artifact, Dataset, Job, JobStatus, MlModel, ModelStatus, Tenant
 from app.db.session import session_scope
 from app.jobs import repository as jobs
@@ -444,13 +444,9 @@ def test_report_timings_break_the_job_down(finished: dict[str, Any]) -> None:
     child = ("prepare_s", "steps_s", "deliver_s", "benchmark_s", "report_s")
     assert sum(timings[k] for k in child) <= timings["child_total_s"] + 0.01
     row = finished["row"]
-    ran = (_aware(row["finished_at"]) - _aware(row["started_at"])).total_seconds()
+    ran = seconds_between(row["started_at"], row["finished_at"])
+    assert ran is not None
     assert timings["stage_s"] + timings["sandbox_start_s"] + timings["child_total_s"] <= ran + 0.5
-
-
-def _aware(value: Any) -> datetime:
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # ----------------------------------------------------------------------- claims (JOB-06)
