@@ -63,11 +63,6 @@ def peak_of(proc: subprocess.Popen[str]) -> int:
     return int(json.loads(out.strip().splitlines()[-1])["peak_rss_bytes"])
 
 
-def probe(path: Path, fmt: str, specs: list[dict[str, Any]], feeds_request: dict[str, Any]) -> int:
-    """Run one probe to its end; its peak RSS in bytes."""
-    return peak_of(start(path, fmt, specs, feeds_request))
-
-
 def main(raw: str) -> None:
     request = json.loads(raw)
     loaded = runtimes.load(
