@@ -12,7 +12,7 @@ from app.datasets import service
 from app.datasets.schemas import DatasetRead
 from app.http.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
 from app.http.problems import problem_responses
-from app.http.uploads import UploadReceiverDep
+from app.http.uploads import UPLOAD_PROBLEM_NOTES, UploadReceiverDep
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -61,11 +61,7 @@ UPLOAD_BODY = {
         422,
         507,
         notes={
-            400: "Not a multipart/form-data body with one `file` part, or a malformed one "
-            "(`malformed_multipart`, `too_many_parts`, `too_many_files`, `headers_too_large`, "
-            "`invalid_content_length`).",
-            413: "The file is over MODELPRESS_MAX_UPLOAD_BYTES, or over what the tenant's "
-            "storage quota leaves (`payload_too_large`).",
+            **UPLOAD_PROBLEM_NOTES,
             422: "Not a readable .npz of numeric arrays with one sample count "
             "(`invalid_dataset`), or `missing_file`, `empty_file`.",
         },

@@ -23,6 +23,15 @@ from app.core.uploads import (
 from app.http.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
 from app.tenants.service import over_quota, storage_usage
 
+# What every upload route may answer before its own checks (the OpenAPI notes of 400 and 413).
+UPLOAD_PROBLEM_NOTES = {
+    400: "Not a multipart/form-data body with one `file` part, or a malformed one "
+    "(`malformed_multipart`, `too_many_parts`, `too_many_files`, `headers_too_large`, "
+    "`invalid_content_length`).",
+    413: "The file is over MODELPRESS_MAX_UPLOAD_BYTES, or over what the tenant's "
+    "storage quota leaves (`payload_too_large`).",
+}
+
 QuotaReader = Callable[[], "tuple[int, int] | None"]
 
 

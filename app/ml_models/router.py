@@ -17,7 +17,7 @@ from app.db.orm import ModelStatus
 from app.http.deps import CurrentTenant, SessionDep, StorageDep
 from app.http.downloads import blob_response
 from app.http.problems import problem_responses
-from app.http.uploads import UploadReceiverDep
+from app.http.uploads import UPLOAD_PROBLEM_NOTES, UploadReceiverDep
 from app.ml_models import archives, service
 from app.ml_models.schemas import MlModelRead
 
@@ -89,11 +89,7 @@ UPLOAD_BODY = {
         422,
         507,
         notes={
-            400: "Not a multipart/form-data body with one `file` part, or a malformed one "
-            "(`malformed_multipart`, `too_many_parts`, `too_many_files`, `headers_too_large`, "
-            "`invalid_content_length`).",
-            413: "The file is over MODELPRESS_MAX_UPLOAD_BYTES, or over what the tenant's "
-            "storage quota leaves (`payload_too_large`).",
+            **UPLOAD_PROBLEM_NOTES,
             415: "Bytes of no format ModelPress reads (`unsupported_model_format`).",
             422: "Refused by the cheap checks: `unsafe_pickle` (a pickled object: export it "
             "instead, see `detail`), `state_dict_without_graph`, `archive_*` (a hostile or "
