@@ -108,6 +108,20 @@ def process_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def api_client(port: int, what: str = "the API to answer") -> httpx.Client:
+    """An httpx client on the service at `port`, once its /healthz answers (within 60 s)."""
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90)
+
+    def healthy() -> bool:
+        try:
+            return client.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(healthy, 60, what)
+    return client
+
+
 @pytest.fixture
 def helpers() -> Any:
     """The helpers above, as one namespace (test modules cannot import conftest directly)."""
@@ -120,6 +134,7 @@ def helpers() -> Any:
         outputs=outputs,
         cosine=cosine,
         process_env=process_env,
+        api_client=api_client,
     )
 
 
@@ -129,15 +144,7 @@ def server(tmp_path: Path, spawn: Callable, helpers: Any) -> Any:
     port = helpers.free_port()
     env = helpers.process_env({"PORT": str(port), "MODELPRESS_DATA_DIR": str(tmp_path / "data")})
     proc = spawn(["run"], env, "run")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90)
-
-    def healthy() -> bool:
-        try:
-            return client.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    helpers.wait_for(healthy, 60, "the API to answer")
+    client = api_client(port)
     client.proc = proc
     yield client
     client.close()

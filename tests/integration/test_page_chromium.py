@@ -204,15 +204,7 @@ def auth_server(tmp_path: Path, spawn: Callable[..., Any], helpers: Any) -> Iter
         }
     )
     spawn(["run"], env, "run-auth")
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90)
-
-    def healthy() -> bool:
-        try:
-            return client.get("/healthz").status_code == 200
-        except httpx.TransportError:
-            return False
-
-    helpers.wait_for(healthy, 60, "the API to answer")
+    client = helpers.api_client(port)
     client.keys = {}  # type: ignore[attr-defined]
     for tenant in ("a", "b"):
         out = subprocess.run(

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import s3server
@@ -34,15 +33,7 @@ def s3_server(tmp_path: Path, spawn: Callable, helpers: Any) -> Iterator[Any]:
             }
         )
         proc = spawn(["run"], env, "run-s3")
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90)
-
-        def healthy() -> bool:
-            try:
-                return client.get("/healthz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        helpers.wait_for(healthy, 60, "the API to answer")
+        client = helpers.api_client(port)
         client.proc, client.data, client.bucket = proc, data, bucket
         client.s3 = s3server.client(endpoint)
         yield client

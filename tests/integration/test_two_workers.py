@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 import s3server
@@ -70,15 +69,7 @@ def cluster(
         api = host("api", ["api", "--host", "127.0.0.1", "--port", str(port)])
         workers = [host(f"worker{i}", ["worker", "--concurrency", "1"]) for i in (1, 2)]
         scheduler = host("scheduler", ["scheduler", "--interval", "1"])
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=90)
-
-        def healthy() -> bool:
-            try:
-                return client.get("/healthz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        helpers.wait_for(healthy, 60, f"the API to answer: {api.tail()}")
+        client = helpers.api_client(port, "the API to answer")
         client.api, client.workers, client.scheduler = api, workers, scheduler
         client.database_url = database_url
         yield client
