@@ -13,7 +13,9 @@ float model's node time in ONNX Runtime's profiler on those inputs.
 Mixed precision (`keep_float: auto`): the fewest nodes kept float such that the quantized model
 meets the target: every output's `cosine_mean` at least `Target.mean` and, with `Target.sample`,
 its worst sample's cosine at least that too (a mean over many samples hides a few broken ones:
-under int8 the shortest sentences of a text encoder). Nodes are tried in the order of measured
+under int8 the shortest sentences of a text encoder); with `Target.accuracy_drop` (the job's
+`max_accuracy_drop`, on inputs that carry labels), the metric's drop from the float original's
+score on those labels at most that. Nodes are tried in the order of measured
 fidelity bought per time spent (their errors over their time shares: a float node costs its
 float time), found by bisection over that order (each probe a real quantization, measured); all
 float is the original, which always meets it. Then each op type still quantized is kept float in
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from worker.measure.benchmark import compare_outputs, measure_latency
+from worker.measure.metrics import drop, score
 from worker.ort import session as ort_session
 
 Quantize = Callable[[Path, list[str] | None, list[str]], None]  # (out, include, exclude)
@@ -48,17 +51,26 @@ class Fidelity:
 
     mean: float  # the lowest, over outputs, of the mean per-sample cosine (`cosine_mean`)
     worst: float  # the lowest per-sample cosine of any output (`cosine_min`)
+    accuracy_drop: float | None = None  # with labelled inputs: the metric's drop from float's
 
 
 @dataclass(frozen=True)
 class Target:
-    """What `keep_float: auto` must reach; `sample` None judges the mean only."""
+    """What `keep_float: auto` must reach; a bound that is None is not judged."""
 
-    mean: float
+    mean: float | None
     sample: float | None = None
+    accuracy_drop: float | None = None
 
     def met(self, got: Fidelity) -> bool:
-        return got.mean >= self.mean and (self.sample is None or got.worst >= self.sample)
+        return (
+            (self.mean is None or got.mean >= self.mean)
+            and (self.sample is None or got.worst >= self.sample)
+            and (
+                self.accuracy_drop is None
+                or (got.accuracy_drop is not None and got.accuracy_drop <= self.accuracy_drop)
+            )
+        )
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ class Inputs:
     feeds: dict[str, np.ndarray]
     batch: int
     source: str  # "dataset <id>", "calibration dataset <id>" or "synthesized"
+    labels: np.ndarray | None = None  # one per sample, where the target judges accuracy
+    metric: str = "accuracy"  # the job's evaluation metric, scored on the first output
 
     @property
     def samples(self) -> int:
@@ -89,16 +103,31 @@ def outputs(path: Path, inputs: Inputs, threads: int) -> list[np.ndarray]:
     return [np.concatenate([np.asarray(r[i]) for r in runs]) for i in range(len(runs[0]))]
 
 
-def fidelity(reference: list[np.ndarray], got: list[np.ndarray]) -> Fidelity:
+def fidelity(
+    reference: list[np.ndarray], got: list[np.ndarray], inputs: Inputs | None = None
+) -> Fidelity:
     """Worst output's `cosine_mean` and worst sample's cosine (an output that cannot be
-    compared, e.g. NaN or a changed shape, counts as -1)."""
+    compared, e.g. NaN or a changed shape, counts as -1); with labelled `inputs`, the drop of
+    their metric on the first output from the reference's score (a first output that cannot be
+    scored drops by 1)."""
     names = [f"output_{i}" for i in range(len(reference))]
     compared = compare_outputs(reference, got, names).values()
     means = [o["cosine_mean"] for o in compared]
     worsts = [o["cosine_min"] for o in compared]
+    accuracy_drop = None
+    if inputs is not None and inputs.labels is not None:
+        base = score(inputs.metric, reference[0], inputs.labels)
+        try:
+            scored = score(inputs.metric, got[0], inputs.labels)
+        except ValueError:  # a changed shape cannot be scored
+            scored = float("nan")
+        accuracy_drop = drop(inputs.metric, base, scored)
+        if not np.isfinite(accuracy_drop):
+            accuracy_drop = 1.0
     return Fidelity(
         min((-1.0 if v is None else float(v) for v in means), default=1.0),
         min((-1.0 if v is None else float(v) for v in worsts), default=1.0),
+        accuracy_drop,
     )
 
 
@@ -164,16 +193,20 @@ def keep_order(
     rows: list[dict[str, Any]], measured: dict[str, Fidelity], target: Target
 ) -> list[str]:
     """The order nodes are kept float in: fidelity bought per time spent. A node's gain is its
-    mean and worst-sample drops, each relative to what the target allows; its cost its float
-    time share. Unmeasured nodes last, in the rows' order."""
-    allowed_mean = max(1.0 - target.mean, 1e-6)
+    mean and worst-sample cosine drops (and its accuracy drop, where judged), each relative to
+    what the target allows; its cost its float time share. Unmeasured nodes last, in the rows'
+    order."""
+    allowed_mean = max(1.0 - (target.mean if target.mean is not None else -1.0), 1e-6)
     allowed_worst = max(1.0 - (target.sample if target.sample is not None else -1.0), 1e-6)
+    allowed_accuracy = max(target.accuracy_drop or 0.0, 1e-3)
 
     def gain(row: dict[str, Any]) -> float:
         got = measured.get(row["node"])
         if got is None:
             return -1.0
         drops = (1.0 - got.mean) / allowed_mean + (1.0 - got.worst) / allowed_worst
+        if target.accuracy_drop is not None and got.accuracy_drop is not None:
+            drops += max(got.accuracy_drop, 0.0) / allowed_accuracy
         return drops / max(float(row["time_share"]), MIN_SHARE)
 
     return [r["node"] for r in sorted(rows, key=lambda r: -gain(r))]
@@ -190,23 +223,17 @@ def fewest_float(
     probes.
 
     Each probe quantizes every other node and measures the result. The prefix of all nodes is
-    the float model (cosine 1): it meets any target, so the search always ends.
+    the float model (cosine 1, no accuracy drop): it meets any target, so the search ends.
     """
     probes: list[dict[str, Any]] = []
-    seen: dict[int, Fidelity] = {len(ordered): Fidelity(1.0, 1.0)}
+    seen: dict[int, Fidelity] = {len(ordered): Fidelity(1.0, 1.0, 0.0)}
 
     def meets(k: int) -> bool:
         out = work / f"keep-{k}.onnx"
         quantize(out, None, ordered[:k])
         seen[k] = evaluate(out)
         out.unlink()
-        probes.append(
-            {
-                "kept_float": k,
-                "cosine_mean": round(seen[k].mean, 6),
-                "cosine_min": round(seen[k].worst, 6),
-            }
-        )
+        probes.append({"kept_float": k, **_shown(seen[k])})
         return target.met(seen[k])
 
     low, high = 0, len(ordered)
@@ -241,7 +268,7 @@ def mixed_precision(
     reference = outputs(model, inputs, threads)
 
     def evaluate(path: Path) -> Fidelity:
-        return fidelity(reference, outputs(path, inputs, threads))
+        return fidelity(reference, outputs(path, inputs, threads), inputs)
 
     measured, skipped = node_errors(nodes, quantize, evaluate, work, budget_s)
     rows = report(nodes, measured, time_shares(model, inputs, threads, work))
@@ -285,15 +312,24 @@ def _keep_float(
         "mode": "auto",
         "target_cosine": target.mean,
         "target_sample_cosine": target.sample,
+        "target_accuracy_drop": target.accuracy_drop,
+        **({"accuracy_metric": inputs.metric} if inputs.labels is not None else {}),
         "order": "measured error per float time share",
         "kept_float": kept,
-        "cosine_mean": round(reached.mean, 6),
-        "cosine_min": round(reached.worst, 6),
+        **_shown(reached),
         "candidates": len(order),
         "probes": probes,
         "op_type_timing": timed,
         "kept_float_for_speed": for_speed,
     }
+
+
+def _shown(got: Fidelity) -> dict[str, Any]:
+    """A measured fidelity as the step's metrics show it."""
+    shown: dict[str, Any] = {"cosine_mean": round(got.mean, 6), "cosine_min": round(got.worst, 6)}
+    if got.accuracy_drop is not None:
+        shown["accuracy_drop"] = round(got.accuracy_drop, 6)
+    return shown
 
 
 def _runner(path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], object]:

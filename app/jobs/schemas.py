@@ -82,7 +82,13 @@ class Constraints(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_accuracy_drop: float | None = Field(
-        None, ge=0, le=1, description="Absolute fraction: 0.01 = one accuracy point."
+        None,
+        ge=0,
+        le=1,
+        description="Absolute fraction: 0.01 = one accuracy point (for `mse`/`mae`: the rise "
+        "in error), judged on the `evaluation` dataset. A `keep_float: auto` step (and "
+        "`recipe: auto`'s mixed-precision candidates) keeps the fewest nodes float that meet "
+        "it on labelled data.",
     )
     min_speedup: float | None = Field(None, gt=0, le=1000, description="At every batch size.")
     max_size_bytes: int | None = Field(
@@ -236,6 +242,19 @@ class JobCreate(BaseModel):
             if given:
                 raise ValueError(f"{', '.join(given)} only apply to `recipe: auto`")
         return self
+
+
+def accuracy_drop_target(spec: JobCreate) -> float | None:
+    """`constraints.max_accuracy_drop` where the job has an `evaluation` to judge it on."""
+    if getattr(spec, "evaluation", None) is None or spec.constraints is None:
+        return None
+    return spec.constraints.max_accuracy_drop
+
+
+def has_fidelity_target(spec: JobCreate) -> bool:
+    """A target `keep_float: auto` can meet: `min_cosine`, or a judged accuracy drop."""
+    cosine = spec.constraints.min_cosine if spec.constraints is not None else None
+    return cosine is not None or accuracy_drop_target(spec) is not None
 
 
 class ArtifactRead(BaseModel):

@@ -22,7 +22,13 @@ from app.db.orm import Artifact, Job, JobStatus, MlModel, ModelStatus
 from app.db.orm.job import TERMINAL
 from app.db.session import read_sessionmaker
 from app.jobs import events, repository
-from app.jobs.schemas import ArtifactRead, JobCreate, JobRead, dataset_refs
+from app.jobs.schemas import (
+    ArtifactRead,
+    JobCreate,
+    JobRead,
+    dataset_refs,
+    has_fidelity_target,
+)
 from app.metrics import service as job_metrics
 from app.ml_models import repository as models
 from app.passes.base import ModelInfo
@@ -77,13 +83,15 @@ def _check_spec(session: Session, settings: Settings, tenant_id: str, spec: JobC
 
 
 def _check_mixed_precision(spec: JobCreate) -> None:
-    """`keep_float: auto` meets the job's `min_cosine`: a step that asks for it needs one."""
+    """`keep_float: auto` meets the job's fidelity target: a step that asks for it needs one
+    (`min_cosine`, or `max_accuracy_drop` with an `evaluation`)."""
     for index, step in enumerate(spec.steps or []):
         wants = getattr(step, "keep_float", None) == "auto"
-        if wants and (spec.constraints is None or spec.constraints.min_cosine is None):
+        if wants and not has_fidelity_target(spec):
             raise SpecInvalid(
-                "`keep_float: auto` keeps the fewest nodes float that meet the job's "
-                "`constraints.min_cosine`: give one (e.g. 0.995).",
+                "`keep_float: auto` keeps the fewest nodes float that meet the job's fidelity "
+                "target: give `constraints.min_cosine` (e.g. 0.995), or "
+                "`constraints.max_accuracy_drop` with an `evaluation` (a labelled dataset).",
                 pointer=f"/steps/{index}/keep_float",
             )
 

@@ -152,10 +152,14 @@ class QuantizeConfig(PassConfig):
     keep_float: Literal["auto"] | None = Field(
         None,
         description="`auto`: keep in float the fewest nodes, those that buy the most fidelity "
-        "per time kept float, such that on the step's sensitivity inputs the quantized model's "
-        "worst `cosine_mean` meets the job's `constraints.min_cosine` (required with it) and its "
-        "worst sample meets `min_sample_cosine`; implies `sensitivity`. `dynamic` and `static` "
-        "modes.",
+        "per time kept float, such that on the step's sensitivity inputs the quantized model "
+        "meets the job's fidelity target: its worst `cosine_mean` at least "
+        "`constraints.min_cosine` and its worst sample at least `min_sample_cosine`, and/or its "
+        "drop in the `evaluation` metric at most `constraints.max_accuracy_drop`, judged on "
+        "labels (those of `sensitivity_dataset_id` or the calibration data where they have a "
+        "`labels` array, else the evaluation dataset's). The job needs one of the two targets. "
+        "Op types whose int8 form measured slower than float also stay float. Implies "
+        "`sensitivity`. `dynamic` and `static` modes.",
     )
     sensitivity_dataset_id: SpecId | None = Field(
         None,

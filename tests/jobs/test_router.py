@@ -3,11 +3,13 @@ are uploaded through the API and marked `ready` directly in the database."""
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import update
 from support import assert_problem
@@ -144,6 +146,33 @@ def test_keep_float_auto_with_min_cosine_is_queued(client: Any, model_id: str) -
     response = client.post("/v1/jobs", json=spec)
 
     assert response.status_code == 202, response.text
+
+
+def test_keep_float_auto_with_max_accuracy_drop_needs_an_evaluation(
+    client: Any, model_id: str
+) -> None:
+    steps = [{"op": "quantize", "keep_float": "auto"}]
+    constraints = {"max_accuracy_drop": 0.01}
+
+    without = client.post("/v1/jobs", json=_spec(model_id, steps=steps, constraints=constraints))
+    labelled = _dataset(client, input=np.zeros((4, 32), np.float32), labels=np.zeros(4, np.int64))
+    spec = _spec(
+        model_id, steps=steps, constraints=constraints, evaluation={"dataset_id": labelled}
+    )
+    with_evaluation = client.post("/v1/jobs", json=spec)
+
+    body = assert_problem(without, 422, "spec_invalid")
+    assert body["pointer"] == "/steps/0/keep_float"
+    assert "max_accuracy_drop" in body["detail"] and "evaluation" in body["detail"]
+    assert with_evaluation.status_code == 202, with_evaluation.text
+
+
+def _dataset(client: Any, **arrays: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    response = client.post("/v1/datasets", files={"file": ("d.npz", buffer.getvalue())})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
 
 
 def test_unknown_evaluation_dataset_is_spec_invalid(client: Any, model_id: str) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+from networks import onnx_fragile_mlp
 from sqlalchemy import func, select, update
 from support import is_service_setting
 
@@ -781,6 +782,42 @@ def test_evaluation_verdict_meets_a_loose_budget(
     verdict = json.loads(storage.path_of(report_key["storage_key"]).read_text())["verdict"]
     assert verdict["met"] is True
     assert any(reason.startswith("met: accuracy drop") for reason in verdict["reasons"])
+
+
+def test_keep_float_auto_meets_the_jobs_max_accuracy_drop_end_to_end(
+    url: str, settings: Settings, tenant: str, tmp_path: Path
+) -> None:
+    """A network with one fragile layer: all int8 collapses its accuracy. `keep_float: auto`
+    with only `max_accuracy_drop` (no min_cosine) keeps that layer float, judged on the job's
+    evaluation labels, and the report's own accuracy row meets the budget."""
+    fragile = onnx_fragile_mlp(tmp_path / "fragile.onnx")
+    inputs = np.random.default_rng(4).standard_normal((256, 32), dtype=np.float32)
+    labels = _session(fragile).run(None, {"x": inputs})[0].argmax(axis=1).astype(np.int64)
+    model_id = _model(settings, url, tenant, fragile.read_bytes())
+    dataset_id = _dataset(settings, url, tenant, {"x": inputs, "labels": labels})
+    job_id = _job(
+        url,
+        tenant,
+        model_id,
+        steps=[{"op": "quantize", "keep_float": "auto"}],
+        benchmark=QUICK_BENCHMARK,
+        evaluation={"dataset_id": dataset_id, "metric": "accuracy"},
+        constraints={"max_accuracy_drop": 0.03, "fail_if_slower": False},
+    )
+
+    status = execute_job(job_id, settings)
+
+    assert status == JobStatus.succeeded
+    storage = get_storage(settings)
+    report_key = next(a for a in _artifacts(url, job_id) if a["name"] == "report.json")
+    report = json.loads(storage.path_of(report_key["storage_key"]).read_text())
+    metrics = report["steps"][0]["metrics"]
+    assert metrics["sensitivity_inputs"] == f"evaluation dataset {dataset_id}"
+    assert metrics["keep_float"]["target_accuracy_drop"] == 0.03
+    assert "down" in metrics["keep_float"]["kept_float"]
+    assert len(metrics["keep_float"]["kept_float"]) < 3
+    assert report["accuracy"]["drop"] <= 0.03
+    assert report["verdict"]["met"] is True
 
 
 def test_a_broken_result_succeeds_but_is_not_recommended(

@@ -32,3 +32,12 @@ def score(metric: str, outputs: np.ndarray, labels: np.ndarray) -> float:
     if metric == "mae":
         return float(np.abs(diff).mean())
     raise ValueError(f"unknown metric {metric}")
+
+
+LOWER_IS_BETTER = ("mse", "mae")
+
+
+def drop(metric: str, baseline: float, optimized: float) -> float:
+    """How much worse `optimized` scores than `baseline`: the fall in accuracy (or cosine), the
+    rise in error for `mse`/`mae`. Negative where it scores better."""
+    return (optimized - baseline) if metric in LOWER_IS_BETTER else (baseline - optimized)

@@ -15,7 +15,7 @@ from app.jobs.schemas import JobCreate
 from worker import onnx_io
 from worker.measure.benchmark import compare_outputs, measure_latency
 from worker.measure.inputs import dataset_inputs, synthesize_from_specs
-from worker.measure.metrics import score
+from worker.measure.metrics import drop, score
 from worker.ort import load_checked, parameter_counts
 from worker.runtimes import loaded as runtimes
 from worker.runtimes.torch_programs import parameter_counts as torch_counts
@@ -261,11 +261,10 @@ def _both(pair: Pair, feeds: dict[str, np.ndarray], batch: int) -> tuple[list[An
 
 def _accuracy(metric: str, ref: np.ndarray, cand: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     base, opt = score(metric, ref, labels), score(metric, cand, labels)
-    lower_is_better = metric in ("mse", "mae")  # the drop is then the rise in error
     return {
         "metric": metric,
         "baseline": base,
         "optimized": opt,
-        "drop": (opt - base) if lower_is_better else (base - opt),
+        "drop": drop(metric, base, opt),
         "samples": len(labels),
     }

@@ -41,6 +41,16 @@ class PassTools(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class AccuracyTarget:
+    """The job's `constraints.max_accuracy_drop`, judged with its `evaluation` metric on a
+    labelled dataset (for `keep_float: auto`)."""
+
+    max_drop: float
+    dataset_id: str  # the job's evaluation dataset, unless the step's own data has labels
+    metric: str
+
+
 @dataclass
 class PassContext:
     """What a running pass gets: its input file and a private working directory."""
@@ -57,6 +67,7 @@ class PassContext:
     original_path: Path | None = None
     original_format: str | None = None
     target_cosine: float | None = None  # the job's constraints.min_cosine, for mixed precision
+    target_accuracy: AccuracyTarget | None = None  # its max_accuracy_drop, where it has labels
 
 
 @dataclass

@@ -169,12 +169,7 @@ def _mixed(
     """Sensitivity and `keep_float: auto` when asked: (kept float, metrics, rows, warnings)."""
     if not (config.sensitivity or config.keep_float):
         return [], {}, None, []
-    target = None
-    if config.keep_float == "auto":
-        if ctx.target_cosine is None:
-            raise JobFailure("spec_invalid", "`keep_float: auto` needs `constraints.min_cosine`.")
-        floor = sample_floor(ctx.target_cosine, config.min_sample_cosine)
-        target = Target(ctx.target_cosine, None if floor is None or floor <= -1 else floor)
+    target = _target(ctx, config)
     nodes = {n: t for n, t in candidates.items() if n not in config.exclude_nodes}
     work = ctx.work_dir / "sensitivity"
     try:
@@ -182,7 +177,9 @@ def _mixed(
             model,
             nodes,
             quantize,
-            _sensitivity_inputs(ctx, config),
+            _sensitivity_inputs(
+                ctx, config, target is not None and target.accuracy_drop is not None
+            ),
             threads=ctx.threads,
             work=work,
             budget_s=config.sensitivity_budget_s,
@@ -192,22 +189,56 @@ def _mixed(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _target(ctx: PassContext, config: QuantizeConfig) -> Target | None:
+    """What `keep_float: auto` must reach: the job's `min_cosine` (with the worst sample's
+    floor) and/or its `max_accuracy_drop`; None without `keep_float: auto`."""
+    if config.keep_float != "auto":
+        return None
+    accuracy = ctx.target_accuracy
+    if ctx.target_cosine is None and accuracy is None:
+        raise JobFailure(
+            "spec_invalid",
+            "`keep_float: auto` needs `constraints.min_cosine`, or `constraints.max_accuracy_drop` "
+            "with an `evaluation`.",
+        )
+    floor = sample_floor(ctx.target_cosine, config.min_sample_cosine)
+    return Target(
+        ctx.target_cosine,
+        None if floor is None or floor <= -1 else floor,
+        accuracy.max_drop if accuracy is not None else None,
+    )
+
+
 def _fixed_batch(ctx: PassContext) -> int | None:
     first = ctx.inputs[0]["shape"] if ctx.inputs and ctx.inputs[0]["shape"] else [None]
     return first[0] if isinstance(first[0], int) else None
 
 
-def _sensitivity_inputs(ctx: PassContext, config: QuantizeConfig) -> Inputs:
+def _sensitivity_inputs(ctx: PassContext, config: QuantizeConfig, labelled: bool) -> Inputs:
     """Real inputs where the step has a dataset (all of it, in the job's fidelity batches: the
     result is judged on such data, and an outlier that only real data has is what breaks int8),
-    else synthesized ones. A fixed-batch model gets whole batches of its own size."""
+    else synthesized ones. A fixed-batch model gets whole batches of its own size. `labelled`
+    (an accuracy target): inputs with labels, the step's dataset's where it has them, else the
+    job's evaluation dataset."""
     dataset_id = config.sensitivity_dataset_id or config.calibration_dataset_id
+    kind = "dataset" if config.sensitivity_dataset_id else "calibration dataset"
+    limit = SENSITIVITY_MAX_SAMPLES if config.sensitivity_dataset_id else config.calibration_samples
     fixed = _fixed_batch(ctx)
-    if dataset_id is None:
+    if dataset_id is None and not labelled:
         batch = fixed or SYNTHESIZED_SAMPLES
         return Inputs(ctx.tools.example_inputs(batch), batch, "synthesized")
-    limit = SENSITIVITY_MAX_SAMPLES if config.sensitivity_dataset_id else config.calibration_samples
-    arrays, _labels = ctx.tools.dataset_inputs(dataset_id, limit)
+    arrays, labels = ctx.tools.dataset_inputs(dataset_id, limit) if dataset_id else ({}, None)
+    metric = ctx.target_accuracy.metric if ctx.target_accuracy is not None else "accuracy"
+    if labelled and labels is None:
+        assert ctx.target_accuracy is not None  # `labelled` comes from it
+        dataset_id, kind = ctx.target_accuracy.dataset_id, "evaluation dataset"
+        arrays, labels = ctx.tools.dataset_inputs(dataset_id, SENSITIVITY_MAX_SAMPLES)
+        if labels is None:
+            raise JobFailure(
+                "invalid_dataset",
+                f"Dataset {dataset_id}: `max_accuracy_drop` is judged on labels: it has no "
+                "`labels` array.",
+            )
     batch = fixed or SENSITIVITY_BATCH
     count = len(next(iter(arrays.values())))
     keep = count - count % batch if fixed else count
@@ -215,9 +246,9 @@ def _sensitivity_inputs(ctx: PassContext, config: QuantizeConfig) -> Inputs:
         raise JobFailure(
             "dataset_too_small", f"Dataset {dataset_id}: the model needs batches of {batch}."
         )
-    kind = "dataset" if config.sensitivity_dataset_id else "calibration dataset"
     feeds = {k: v[:keep] for k, v in arrays.items()}
-    return Inputs(feeds, batch, f"{kind} {dataset_id}")
+    judged = labels[:keep] if labelled and labels is not None else None
+    return Inputs(feeds, batch, f"{kind} {dataset_id}", judged, metric)
 
 
 def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:

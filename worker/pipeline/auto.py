@@ -24,7 +24,7 @@ import onnx
 from pydantic import TypeAdapter, ValidationError
 
 from app.core.errors import JobFailure
-from app.jobs.schemas import Constraints
+from app.jobs.schemas import Constraints, has_fidelity_target
 from app.passes.quantize import sample_floor
 from app.passes.registry import CATALOG
 from app.passes.spec import StepConfig
@@ -57,7 +57,7 @@ def candidate_specs(job: JobRun) -> list[tuple[str, list[dict[str, Any]]]]:
     ]
     if "convert" in names:
         out.append(("fp16", [{"op": "convert", "precision": "fp16"}]))
-    if job.spec.constraints is not None and job.spec.constraints.min_cosine is not None:
+    if has_fidelity_target(job.spec):
         fused = {"op": "optimize", "transformer_fusions": True}
         out.append(("fusions+int8-dynamic", [fused, FUSED_QUANTIZE]))
         out.extend(_mixed_specs(job, fused))
@@ -83,10 +83,12 @@ def candidate_specs(job: JobRun) -> list[tuple[str, list[dict[str, Any]]]]:
 
 
 def _mixed_specs(job: JobRun, fused: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
-    """`keep_float: auto` candidates (they meet min_cosine and its sample floor on the inputs
-    they judge on, and are never slower per op type), judged on the job's real data if any: the
-    calibration dataset where given (the evaluation set then stays held out), else the
-    evaluation dataset (the candidate is then chosen on the data its fidelity is reported on)."""
+    """`keep_float: auto` candidates (they meet the job's fidelity target on the inputs they
+    judge on: `min_cosine` and its sample floor, and/or `max_accuracy_drop`; and are never
+    slower per op type), judged on the job's real data if any: the calibration dataset where
+    given (the evaluation set then stays held out, unless an accuracy target needs labels the
+    calibration data lacks), else the evaluation dataset (the candidate is then chosen on the
+    data its fidelity is reported on)."""
     cal = job.spec.calibration_dataset_id
     evaluation = getattr(job.spec, "evaluation", None)
     real = cal or (evaluation.dataset_id if evaluation is not None else None)

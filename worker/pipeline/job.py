@@ -15,12 +15,13 @@ from typing import Any
 import torch
 
 from app.core.errors import JobFailure
-from app.jobs.schemas import JobCreate
+from app.jobs.schemas import JobCreate, accuracy_drop_target
 from app.passes.spec import plan
 from worker import onnx_io
 from worker.measure import memprobe
 from worker.measure import pair as measure
 from worker.measure.inputs import onnx_vocab
+from worker.passes.base import AccuracyTarget
 from worker.passes.registry import PASSES
 from worker.pipeline.timings import Timings
 from worker.pipeline.tools import WorkerTools
@@ -80,6 +81,14 @@ def prepare(scratch: Path, request: SandboxRequest) -> JobRun:
     return JobRun(spec, request, scratch, source, fmt, tools, datasets, Progress(scratch))
 
 
+def _accuracy_target(spec: JobCreate) -> AccuracyTarget | None:
+    """The job's `max_accuracy_drop` on its evaluation dataset and metric, where it has both."""
+    drop = accuracy_drop_target(spec)
+    if drop is None or spec.evaluation is None:
+        return None
+    return AccuracyTarget(drop, spec.evaluation.dataset_id, spec.evaluation.metric)
+
+
 def run_steps(
     job: JobRun, steps: list[Any], work_root: Path, span: tuple[float, float] = (0.0, 0.9)
 ) -> tuple[Path, str, list[dict[str, Any]]]:
@@ -101,6 +110,7 @@ def run_steps(
             original_path=job.source,
             original_format=job.fmt,
             target_cosine=job.spec.constraints.min_cosine if job.spec.constraints else None,
+            target_accuracy=_accuracy_target(job.spec),
         )
         job.progress.step(index, pass_.name, "started")
         log.info("step %d/%d %s started", index + 1, len(planned), pass_.name)

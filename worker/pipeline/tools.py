@@ -10,7 +10,7 @@ import numpy as np
 from app.core.errors import JobFailure
 from worker.measure.benchmark import compare_outputs
 from worker.measure.inputs import dataset_inputs, onnx_input_specs, synthesize_from_specs
-from worker.passes.base import PassContext
+from worker.passes.base import AccuracyTarget, PassContext
 from worker.runtimes import loaded as runtimes
 from worker.runtimes.torch_programs import load_program
 
@@ -38,6 +38,7 @@ class WorkerTools:
         original_path: Path | None = None,
         original_format: str | None = None,
         target_cosine: float | None = None,
+        target_accuracy: AccuracyTarget | None = None,
     ) -> PassContext:
         """The context a pass runs in, lent these tools, inputs, threads and datasets."""
         return PassContext(
@@ -53,6 +54,7 @@ class WorkerTools:
             original_path=original_path,
             original_format=original_format,
             target_cosine=target_cosine,
+            target_accuracy=target_accuracy,
         )
 
     def dataset_inputs(

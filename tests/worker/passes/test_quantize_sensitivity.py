@@ -14,8 +14,10 @@ import onnxruntime as ort
 import pytest
 from networks import onnx_fragile_mlp
 
+from app.core.errors import JobFailure
 from app.passes.quantize import QuantizeConfig, sample_floor, spec_problem
 from worker import sensitivity
+from worker.passes.base import AccuracyTarget
 from worker.passes.quantize import QuantizePass
 from worker.pipeline.tools import onnx_context
 from worker.sensitivity import Fidelity, Target
@@ -246,3 +248,118 @@ def test_nodes_are_kept_float_by_fidelity_bought_per_time_spent() -> None:
     order = sensitivity.keep_order(rows, measured, Target(0.99, 0.98))
 
     assert order == ["small", "big", "unmeasured"]
+
+
+def _labelled(model: Path, path: Path, samples: int = 256, seed: int = 11) -> Path:
+    """Inputs and, as `labels`, the float model's own classes on them (baseline accuracy 1)."""
+    x = np.random.default_rng(seed).normal(size=(samples, 32)).astype(np.float32)
+    classes = ort.InferenceSession(str(model)).run(None, {"x": x})[0].argmax(1)
+    np.savez(path, x=x, labels=classes)
+    return path
+
+
+def _accuracy(model: Path, data: Path) -> float:
+    arrays = dict(np.load(data))
+    got = ort.InferenceSession(str(model)).run(None, {"x": arrays["x"]})[0]
+    return float((got.argmax(1) == arrays["labels"]).mean())
+
+
+def test_keep_float_auto_meets_a_max_accuracy_drop_on_the_evaluation_labels(
+    fragile: Path, tmp_path: Path
+) -> None:
+    data = _labelled(fragile, tmp_path / "eval.npz")
+    (tmp_path / "all").mkdir()
+    (tmp_path / "auto").mkdir()
+    everything = QuantizePass().run(
+        onnx_context(fragile, tmp_path / "all"), QuantizeConfig(op="quantize")
+    )
+    ctx = onnx_context(fragile, tmp_path / "auto", datasets={"eval": data})
+    # Three points (near-tie samples flip under any int8 noise); no min_cosine at all.
+    ctx.target_accuracy = AccuracyTarget(0.03, "eval", "accuracy")
+
+    auto = QuantizePass().run(ctx, QuantizeConfig(op="quantize", keep_float="auto"))
+
+    chosen = auto.metrics["keep_float"]
+    assert _accuracy(everything.output_path, data) < 0.5  # all int8 collapses
+    assert auto.metrics["sensitivity_inputs"] == "evaluation dataset eval"
+    assert (chosen["target_accuracy_drop"], chosen["target_cosine"]) == (0.03, None)
+    assert chosen["accuracy_metric"] == "accuracy"
+    assert chosen["kept_float"] == ["down"]  # 1 of 3 float, not all
+    assert chosen["accuracy_drop"] <= 0.03
+    assert all("accuracy_drop" in probe for probe in chosen["probes"])
+    # Measured independently, on labelled inputs the choice never saw:
+    held_out = _labelled(fragile, tmp_path / "held.npz", seed=12)
+    assert _accuracy(auto.output_path, held_out) >= 0.95
+
+
+def test_a_zero_accuracy_drop_keeps_every_flipped_sample_right(
+    fragile: Path, tmp_path: Path
+) -> None:
+    data = _labelled(fragile, tmp_path / "eval.npz")
+    (tmp_path / "w").mkdir()
+    ctx = onnx_context(fragile, tmp_path / "w", datasets={"eval": data})
+    ctx.target_accuracy = AccuracyTarget(0.0, "eval", "accuracy")
+
+    result = QuantizePass().run(ctx, QuantizeConfig(op="quantize", keep_float="auto"))
+
+    chosen = result.metrics["keep_float"]
+    assert chosen["accuracy_drop"] <= 0.0
+    assert "down" in chosen["kept_float"]
+    assert _accuracy(result.output_path, data) == 1.0  # the labels are float's own classes
+
+
+def test_an_accuracy_target_prefers_the_steps_own_labels(fragile: Path, tmp_path: Path) -> None:
+    own = _labelled(fragile, tmp_path / "own.npz", samples=128)
+    unlabelled = tmp_path / "eval.npz"
+    np.savez(unlabelled, x=np.zeros((8, 32), np.float32))
+    (tmp_path / "w").mkdir()
+    ctx = onnx_context(fragile, tmp_path / "w", datasets={"own": own, "eval": unlabelled})
+    ctx.target_accuracy = AccuracyTarget(0.01, "eval", "accuracy")
+
+    result = QuantizePass().run(
+        ctx, QuantizeConfig(op="quantize", keep_float="auto", sensitivity_dataset_id="own")
+    )
+
+    assert result.metrics["sensitivity_inputs"] == "dataset own"
+    assert result.metrics["sensitivity_samples"] == 128
+    assert result.metrics["keep_float"]["accuracy_drop"] <= 0.01
+
+
+def test_an_accuracy_target_without_labels_fails_the_step(fragile: Path, tmp_path: Path) -> None:
+    unlabelled = tmp_path / "eval.npz"
+    np.savez(unlabelled, x=np.zeros((8, 32), np.float32))
+    (tmp_path / "w").mkdir()
+    ctx = onnx_context(fragile, tmp_path / "w", datasets={"eval": unlabelled})
+    ctx.target_accuracy = AccuracyTarget(0.01, "eval", "accuracy")
+
+    with pytest.raises(JobFailure) as failure:
+        QuantizePass().run(ctx, QuantizeConfig(op="quantize", keep_float="auto"))
+
+    assert failure.value.code == "invalid_dataset"
+    assert "labels" in failure.value.detail
+
+
+def test_keep_float_auto_without_any_target_fails_the_step(fragile: Path, tmp_path: Path) -> None:
+    with pytest.raises(JobFailure) as failure:
+        QuantizePass().run(
+            onnx_context(fragile, tmp_path), QuantizeConfig(op="quantize", keep_float="auto")
+        )
+
+    assert failure.value.code == "spec_invalid"
+
+
+def test_an_accuracy_target_needs_a_measured_drop_within_it(tmp_path: Path) -> None:
+    by_kept = {
+        0: Fidelity(0.999, 0.99, 0.05),  # cosine looks fine, accuracy does not
+        1: Fidelity(0.9995, 0.995, 0.02),
+        2: Fidelity(0.9999, 0.999, 0.004),
+    }
+
+    kept, reached, _probes = sensitivity.fewest_float(
+        ["n1", "n2", "n3"], *_fake(by_kept), Target(None, None, 0.01), tmp_path
+    )
+
+    assert kept == ["n1", "n2"] and reached.accuracy_drop == 0.004
+    assert not Target(None, None, 0.01).met(Fidelity(1.0, 1.0))  # no drop measured: not met
+    assert Target(0.99, None, 0.01).met(Fidelity(0.995, 0.9, 0.0))
+    assert not Target(0.99, None, 0.01).met(Fidelity(0.985, 0.9, 0.0))

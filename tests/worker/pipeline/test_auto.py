@@ -190,6 +190,19 @@ def test_the_mixed_candidates_judge_their_nodes_on_the_evaluation_dataset(tmp_pa
     assert (static["calibration_dataset_id"], static["sensitivity_dataset_id"]) == ("cal", "cal")
 
 
+def test_a_judged_max_accuracy_drop_adds_the_mixed_candidates_too(tmp_path: Path) -> None:
+    job = _graph_job(tmp_path, 64)
+    job.spec.constraints = Constraints(max_accuracy_drop=0.01)
+
+    unjudged = dict(auto.candidate_specs(job))  # no evaluation: no labels to judge it on
+    job.spec.evaluation = SimpleNamespace(dataset_id="eval")
+    judged = dict(auto.candidate_specs(job))
+
+    assert "int8-dynamic-mixed" not in unjudged
+    assert judged["int8-dynamic-mixed"][0]["keep_float"] == "auto"
+    assert judged["fusions+int8-dynamic-mixed"][1]["sensitivity_dataset_id"] == "eval"
+
+
 @pytest.mark.parametrize(("worst", "met"), [(0.97, False), (0.985, True), (None, False)])
 def test_with_min_cosine_a_candidate_must_also_clear_the_sample_floor(
     worst: float | None, met: bool
