@@ -110,6 +110,11 @@ def providers_for(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def _keeps_data_apart(path: Path) -> bool:
+    """Whether ONNX Runtime's optimized copy of `path` must write its weights to a data file."""
+    return onnx_io.is_large(path) or bool(onnx_io.data_files(path))
+
+
 def session(
     model: Path | str | bytes,
     threads: int,
@@ -136,9 +141,11 @@ def session(
         options.graph_optimization_level = LEVELS[level]
     if optimized_path is not None:
         options.optimized_model_filepath = str(optimized_path)
-        if not isinstance(model, bytes) and onnx_io.is_large(Path(model)):
+        if not isinstance(model, bytes) and _keeps_data_apart(Path(model)):
             # Over the threshold the optimized graph keeps its weights in a data file beside it
-            # (one protobuf cannot hold over 2 GiB).
+            # (one protobuf cannot hold over 2 GiB); and so does a model that has external data
+            # at all, which ONNX Runtime would otherwise write still pointing at the input's
+            # data file, relative to a folder that does not hold it.
             options.add_session_config_entry(
                 "session.optimized_model_external_initializers_file_name",
                 optimized_path.name + onnx_io.DATA_SUFFIX,

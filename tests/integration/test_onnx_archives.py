@@ -18,6 +18,7 @@ import onnxruntime as ort
 import pytest
 
 from app.core.config import get_settings
+from worker import onnx_io
 from worker.execute import execute_inspection, execute_job
 
 pytestmark = pytest.mark.integration
@@ -120,6 +121,27 @@ def test_an_external_data_archive_round_trips(
         p.stat().st_size for p in result.parent.iterdir()
     )
     assert any("model.zip" in note for note in report["verdict"]["notes"])
+
+
+@pytest.mark.parametrize("step", [{"op": "quantize"}, {"op": "optimize"}])
+def test_an_archive_under_the_threshold_comes_back_as_one_file(
+    client: Any, mlp_onnx: Path, tmp_path: Path, step: dict[str, Any]
+) -> None:
+    """The default threshold: the upload's tensors are in a data file, the result's fit in one
+    `.onnx` (ONNX Runtime's optimizer must not write a copy pointing at the input's data file)."""
+    upload = client.post("/v1/models", files={"file": ("mlp.zip", _archive(mlp_onnx, tmp_path))})
+    model_id = upload.json()["id"]
+    assert execute_inspection(model_id, get_settings()) == "ready"
+
+    job = _run(client, model_id, step, f"small-archive-{step['op']}")
+
+    names = {a["name"]: a["kind"] for a in job["artifacts"]}
+    assert names.get("model.onnx") == "model", names
+    result = tmp_path / "model.onnx"
+    result.write_bytes(client.get(f"/v1/jobs/{job['id']}/artifacts/model.onnx").content)
+    assert not onnx_io.has_external_data(onnx.load(str(result), load_external_data=False))
+    original, produced = _outputs(mlp_onnx), _outputs(result)
+    assert np.abs(original - produced).max() < 0.1 * np.abs(original).max()
 
 
 def test_a_bare_onnx_pointing_outside_itself_is_rejected(
