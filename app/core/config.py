@@ -58,7 +58,11 @@ class Settings(BaseSettings):
         description="Local scratch of uploads, downloads and job attempts (always local, never "
         "shared). Unset: <storage root>/scratch, or <data_dir>/scratch with s3:// storage.",
     )
-    max_upload_bytes: int = Field(2 * 1024**3, description="Upload limit; 413 above it.")
+    max_upload_bytes: int = Field(
+        4 * 1024**3,
+        description="Upload limit; 413 above it. 4 GiB: an archive of a model over the 2 GiB "
+        "protobuf limit fits, and a pass on it within the sandbox's memory limit.",
+    )
     max_body_bytes: int = Field(
         1024**2,
         ge=1,
