@@ -9,6 +9,8 @@
     python scripts/bench.py --load    # measure only the API under load (load.json): reads while
                                       # a job runs, a POST burst, a 2 GiB upload; SQLite and
                                       # Postgres (BENCH_DATABASE_URL, BENCH_BROKER_URL)
+    python scripts/bench.py --large   # measure only a real > 2 GB ONNX model (random-weight
+                                      # Llama) through the service end to end (large.json)
 
 Everything is measured in this one run, side by side:
 1. service overhead: a quantize job's wall time through the API (embedded mode) vs the same
@@ -180,6 +182,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--throughput", action="store_true", help="measure only jobs/hour with 1 and 2 workers"
     )
+    parser.add_argument(
+        "--large", action="store_true", help="measure only a > 2 GB ONNX model end to end"
+    )
     args = parser.parse_args(argv)
     command = " ".join(["python", "scripts/bench.py", *argv])
     if args.real:
@@ -194,7 +199,12 @@ def main(argv: list[str]) -> None:
         save(overhead.OVERHEAD_JSON, measure_overhead(command))
     if args.throughput:
         save(throughput.THROUGHPUT_JSON, throughput.measure(command))
-    if args.render or args.real or args.hostile or args.load or args.overhead or args.throughput:
+    if args.large:
+        from benchlib import large
+
+        save(large.LARGE_JSON, large.measure(command))
+    only = (args.real, args.hostile, args.load, args.overhead, args.throughput, args.large)
+    if args.render or any(only):
         results = load(BENCH_JSON)
         if results is None:
             sys.exit(f"{BENCH_JSON} is missing: run `make bench` first")
