@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchlib import hostile, overhead, throughput
+from benchlib import hostile, large, overhead, throughput
 from benchlib import load as api_load
 from benchlib.render_gpu import gpu_section
 from benchlib.render_real import REAL_JSON, real_section
@@ -31,6 +31,7 @@ def render(
         load_section(),
         [overhead.render(load(overhead.OVERHEAD_JSON)).rstrip("\n")],
         [throughput.render(load(throughput.THROUGHPUT_JSON)).rstrip("\n")],
+        [large.render(load(large.LARGE_JSON)).rstrip("\n")],
         gpu_section(gpu),
     ]
     return "\n\n".join("\n".join(p) for p in parts) + "\n"

@@ -1,6 +1,7 @@
 """BENCHMARKS.md's real-model section, from `docs/bench/real.json` (`scripts/bench.py --real`):
 where it was measured, then all-MiniLM-L6-v2 (render_real_minilm.py), the PP-OCR detector
-(render_real_ocr.py) and the SmolLM2-135M decoder-only LLM (render_real_llm.py)."""
+(render_real_ocr.py), the SmolLM2-135M decoder-only LLM (render_real_llm.py), and the same rows
+from a run on the other CPU kind where one is saved (render_real_cpus.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from benchlib import BENCH_DIR
 from benchlib.render_real_common import INSTALL, MEASURE
+from benchlib.render_real_cpus import cpus_section, other_runs
 from benchlib.render_real_llm import llm_section
 from benchlib.render_real_minilm import minilm_section
 from benchlib.render_real_ocr import ocr_section
@@ -29,7 +31,9 @@ def real_section(real: dict[str, Any] | None, skipped: str | None = None) -> lis
     if skipped is not None:
         parts += ["", _skipped(skipped)]
     parts += ["", *minilm_section(real["minilm"]), "", *ocr_section(real["ocr"])]
-    return [*parts, "", *llm_section(real.get("llm"))]
+    parts += ["", *llm_section(real.get("llm"))]
+    others = other_runs()
+    return [*parts, "", *cpus_section(real, others)] if others else parts
 
 
 def _skipped(reason: str) -> str:
