@@ -54,6 +54,8 @@ def test_check_accepts_static_with_calibration_dataset() -> None:
         ({"mode": "weight_only", "algorithm": "gptq"}, "`algorithm: gptq` needs"),
         ({"mode": "weight_only", "block_size": 48}, "power of two"),
         ({"mode": "weight_only", "op_types": ["Conv"]}, "cannot quantize op types ['Conv']"),
+        ({"mode": "dynamic", "head_bits": 4}, "Only `mode: weight_only` takes `head_bits`"),
+        ({"mode": "weight_only", "bits": 8, "head_bits": 4}, "must be at least `bits` (8)"),
     ],
 )
 def test_check_refuses_fields_of_another_mode(fields: dict[str, object], message: str) -> None:
