@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import version_converter
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from app.core.errors import JobFailure
@@ -203,9 +202,10 @@ def upgrade_opset(model: Path, work_dir: Path, minimum: int) -> tuple[Path, dict
     before = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if before is None or before >= minimum:
         return model, {}
+    out = work_dir / f"opset{minimum}.onnx"
     try:
-        converted = version_converter.convert_version(proto, minimum)
-        onnx.checker.check_model(converted)
+        onnx_io.save_model(onnx_io.convert_opset(proto, minimum), out)
+        onnx.checker.check_model(str(out))  # by path: a proto over 2 GiB cannot be checked
     except Exception as exc:
         raise JobFailure(
             "quantization_failed",
@@ -213,8 +213,6 @@ def upgrade_opset(model: Path, work_dir: Path, minimum: int) -> tuple[Path, dict
             f"onnx's version converter failed ({type(exc).__name__}: {exc}). Quantize with "
             "`per_channel: false`, or export the model at a newer opset.",
         ) from exc
-    out = work_dir / f"opset{minimum}.onnx"
-    onnx_io.save_model(converted, out)
     return out, {"opset_before": before, "opset": minimum}
 
 

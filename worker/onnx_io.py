@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
+from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, version_converter
 
 from app.core.errors import JobFailure, Unprocessable
 from app.ml_models import archives
@@ -37,6 +37,7 @@ DEFAULT_THRESHOLD = 1_800_000_000
 DATA_SUFFIX = ".data"
 MODEL_MEMBER = "model.onnx"  # the `.onnx` inside a result archive (locations are relative)
 EXTRACTED_DIR = "model"  # beside the staged archive: input/model/<the archive's model folder>
+HELD_BYTES = 64 * 1024  # initializers past this sit out an opset conversion (`convert_opset`)
 _KEYS = frozenset({"location", "offset", "length", "checksum"})
 _NUMBER = re.compile(r"\d{1,19}")
 
@@ -330,6 +331,36 @@ def save_model(model: ModelProto, path: Path, *, external: bool | None = None) -
     # onnx.save_model moved the tensors out of `model`; read them back so that a caller can go
     # on using the model it saved (several passes count or compare weights after saving).
     onnx.load_external_data_for_model(model, str(path.parent))
+
+
+def convert_opset(model: ModelProto, opset: int) -> ModelProto:
+    """`model` at `opset` by onnx's version converter, whatever its size. The converter
+    serializes the whole model, which fails past the 2 GiB protobuf limit, so the bytes of
+    initializers over HELD_BYTES sit out the conversion (adapters read shapes and small
+    constants, not weights) and are moved into the result, whose initializers keep their names.
+    `model` gives its large initializers' bytes up: use the result.
+
+    Raises:
+        Exception: whatever the converter raises for an op or form it has no adapter for.
+    """
+    held: dict[str, bytes] = {}
+    for tensor in model.graph.initializer:
+        if len(tensor.raw_data) > HELD_BYTES:
+            held[tensor.name] = tensor.raw_data
+            tensor.ClearField("raw_data")
+    try:
+        converted = version_converter.convert_version(model, opset)
+    except Exception:
+        _restore(model, held)
+        raise
+    _restore(converted, held)
+    return converted
+
+
+def _restore(model: ModelProto, held: dict[str, bytes]) -> None:
+    for tensor in model.graph.initializer:
+        if tensor.name in held:
+            tensor.raw_data = held.pop(tensor.name)
 
 
 def is_large(path: Path) -> bool:

@@ -273,3 +273,46 @@ def test_a_tar_archive_stages_and_runs(tmp_path: Path) -> None:
 
     assert bundled
     np.testing.assert_allclose(_outputs(path), _outputs(tmp_path / "m.onnx"))
+
+
+def test_an_opset_conversion_keeps_the_large_weights_out_of_the_converter(
+    mlp_onnx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """onnx's converter serializes the whole model (past 2 GiB it fails): the weights sit it out
+    and come back in the result, which computes what the original does."""
+    seen: list[int] = []
+    convert = onnx_io.version_converter.convert_version
+
+    def spying(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+        seen.append(sum(len(t.raw_data) for t in model.graph.initializer))
+        return convert(model, opset)
+
+    monkeypatch.setattr(onnx_io, "HELD_BYTES", 0)
+    monkeypatch.setattr(onnx_io.version_converter, "convert_version", spying)
+    model = onnx.load(str(mlp_onnx))
+    weights = sum(len(t.raw_data) for t in model.graph.initializer)
+
+    converted = onnx_io.convert_opset(model, 21)
+
+    assert seen == [0] and weights > 0  # the converter saw no weight bytes
+    assert sum(len(t.raw_data) for t in converted.graph.initializer) == weights
+    assert converted.opset_import[0].version == 21
+    x = {"input": np.random.default_rng(0).standard_normal((4, 32)).astype(np.float32)}
+    run = [ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, x)[0]
+           for m in (str(mlp_onnx), converted.SerializeToString())]  # fmt: skip
+    np.testing.assert_allclose(run[0], run[1], rtol=1e-6, atol=1e-6)
+
+
+def test_a_failed_conversion_gives_the_weights_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+        raise RuntimeError("no adapter")
+
+    monkeypatch.setattr(onnx_io, "HELD_BYTES", 0)
+    monkeypatch.setattr(onnx_io.version_converter, "convert_version", failing)
+    model = _model()
+    before = [t.raw_data for t in model.graph.initializer]
+
+    with pytest.raises(RuntimeError):
+        onnx_io.convert_opset(model, 21)
+
+    assert [t.raw_data for t in model.graph.initializer] == before

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from onnx import version_converter
 
 from app.core.formats import model_filename
 from app.passes.export import (
@@ -149,6 +148,6 @@ for o in outs:
 def _onnx_opset(ctx: PassContext, out: Path, opset: int) -> dict[str, Any]:
     model = onnx_io.load_model(ctx.input_path)
     before = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    converted = model if before == opset else version_converter.convert_version(model, opset)
+    converted = model if before == opset else onnx_io.convert_opset(model, opset)
     onnx_io.save_model(converted, out)
     return {"exporter": "onnx.version_converter", "opset_before": before, "opset": opset}
