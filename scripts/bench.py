@@ -32,7 +32,6 @@ CUDA machine, and it is rendered from that file.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import shutil
@@ -89,15 +88,7 @@ def measure(tmp: Path, command: str) -> dict[str, Any]:
         service.stop_service(proc)
     save(hostile.HOSTILE_JSON, timed(timings, "hostile", hostile.measure))
     return {
-        "run": {
-            "command": command,
-            "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
-            # Other work on the machine distorts every latency: the record says how busy it was.
-            "load_average_1min_before": load_before,
-            "wall_s": round(time.perf_counter() - started, 1),
-            "timings_s": timings,
-            **skipped,
-        },
+        "run": service.run_record(command, started, load_before, timings_s=timings, **skipped),
         "transformer": {
             "config": transformer.CONFIG,
             "model_bytes": model.stat().st_size,
@@ -158,12 +149,7 @@ def measure_overhead(command: str) -> dict[str, Any]:
     finally:
         service.stop_service(proc)
         shutil.rmtree(tmp, ignore_errors=True)
-    record["run"] = {
-        "command": command,
-        "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
-        "load_average_1min_before": load_before,
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
+    record["run"] = service.run_record(command, started, load_before)
     return record
 
 

@@ -24,7 +24,6 @@ lives under /tmp/large_bench, deleted at the end.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
@@ -210,28 +209,11 @@ def export(out_dir: Path) -> dict[str, Any]:
 
 
 def _start(data_dir: Path, log: Path, upload_limit: int | None) -> tuple[Any, httpx.Client]:
-    """`modelpress run` with 2 sandbox threads and, where given, a raised upload limit (like
-    service.start_service, whose environment drops every MODELPRESS_* variable)."""
-    port = service.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPRESS_")}
-    env.update(PORT=str(port), MODELPRESS_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
-    env["MODELPRESS_SANDBOX_THREADS"] = str(CONFIG["threads"])
+    """`modelpress run` with 2 sandbox threads and, where given, a raised upload limit."""
+    settings = {"MODELPRESS_SANDBOX_THREADS": str(CONFIG["threads"])}
     if upload_limit is not None:
-        env["MODELPRESS_MAX_UPLOAD_BYTES"] = str(upload_limit)
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "run"], env=env, cwd=ROOT,
-            stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=1800)
-    for _ in range(240):
-        try:
-            if client.get("/healthz").status_code == 200:
-                return proc, client
-        except httpx.TransportError:
-            time.sleep(0.25)
-    service.stop_service(proc)
-    raise RuntimeError(f"the service did not start: see {log}")
+        settings["MODELPRESS_MAX_UPLOAD_BYTES"] = str(upload_limit)
+    return service.start_service(data_dir, settings, log, timeout_s=1800)
 
 
 class Sampler:
@@ -505,12 +487,7 @@ def measure(command: str) -> dict[str, Any]:
             record["service_log_tail"] = log.read_text(errors="replace")[-6000:]
     finally:
         shutil.rmtree(WORK, ignore_errors=True)
-    record["run"] = {
-        "command": command,
-        "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
-        "load_average_1min_before": load_before,
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
+    record["run"] = service.run_record(command, started, load_before)
     return record
 
 

@@ -15,10 +15,8 @@ including the ones the jobs return.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -220,25 +218,8 @@ def service_jobs(
 
 
 def _flagged_service(data_dir: Path, flags: str) -> tuple[subprocess.Popen[bytes], httpx.Client]:
-    """`modelpress run` with MODELPRESS_CPU_FLAGS set (service.start_service drops every
-    MODELPRESS_* variable, so that an operator's settings stay out of the numbers)."""
-    port = service.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPRESS_")}
-    env.update(PORT=str(port), MODELPRESS_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
-    env["MODELPRESS_CPU_FLAGS"] = flags
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "run"], env=env, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
-    for _ in range(240):
-        try:
-            if client.get("/healthz").status_code == 200:
-                return proc, client
-        except httpx.TransportError:
-            time.sleep(0.25)
-    service.stop_service(proc)
-    raise RuntimeError("the service with MODELPRESS_CPU_FLAGS did not start")
+    """`modelpress run` whose worker takes this CPU for one with `flags` (MODELPRESS_CPU_FLAGS)."""
+    return service.start_service(data_dir, {"MODELPRESS_CPU_FLAGS": flags})
 
 
 def avx2_job(fp32: Path, dataset: Path, tmp: Path) -> dict[str, Any]:

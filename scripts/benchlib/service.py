@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import socket
@@ -24,21 +25,29 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_service(data_dir: Path) -> tuple[subprocess.Popen[bytes], httpx.Client]:
-    """`modelpress run` (API + embedded worker) on a free port, and a client once it answers."""
+def start_service(
+    data_dir: Path,
+    settings: dict[str, str] | None = None,
+    log: Path | None = None,
+    timeout_s: float = 600,
+) -> tuple[subprocess.Popen[bytes], httpx.Client]:
+    """`modelpress run` (API + embedded worker) on a free port, and a client once it answers.
+    `settings`: MODELPRESS_* variables for this service; `log`: where its output goes."""
     port = free_port()
     # The bench's own settings only: an operator's MODELPRESS_* must not leak into the numbers.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELPRESS_")}
     env.update(PORT=str(port), MODELPRESS_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "run"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
+    env.update(settings or {})
+    with log.open("ab") if log is not None else open(os.devnull, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "run"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout_s)
     for _ in range(240):
         try:
             if client.get("/healthz").status_code == 200:
@@ -46,7 +55,19 @@ def start_service(data_dir: Path) -> tuple[subprocess.Popen[bytes], httpx.Client
         except httpx.TransportError:
             time.sleep(0.25)
     stop_service(proc)
-    raise RuntimeError("the service did not start")
+    raise RuntimeError(f"the service did not start{'' if log is None else f': see {log}'}")
+
+
+def run_record(command: str, started: float, load_before: float, **more: Any) -> dict[str, Any]:
+    """A measurement's `run`: the command, today's date, how busy the machine was as it began
+    (other work distorts every latency), its wall time since `started` (perf_counter)."""
+    return {
+        "command": command,
+        "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
+        "load_average_1min_before": load_before,
+        "wall_s": round(time.perf_counter() - started, 1),
+        **more,
+    }
 
 
 def stop_service(proc: subprocess.Popen[bytes]) -> None:
