@@ -52,10 +52,11 @@ def _proc_cpuinfo() -> tuple[str | None, frozenset[str]]:
     return model, flags
 
 
-def cpu_info() -> CpuInfo:
-    """The CPU model and its relevant ISA flags (`MODELPRESS_CPU_FLAGS` overrides the flags)."""
+def cpu_info(*, injected: bool = True) -> CpuInfo:
+    """The CPU model and its relevant ISA flags (`MODELPRESS_CPU_FLAGS` overrides the flags,
+    unless `injected` is false: then the machine's own)."""
     model, present = _proc_cpuinfo()
-    forced = os.environ.get(FLAGS_ENV)
+    forced = os.environ.get(FLAGS_ENV) if injected else None
     if forced is not None:
         present = frozenset(f.strip() for f in forced.split(",") if f.strip())
     x86 = platform.machine().lower() in ("x86_64", "amd64", "i686")
