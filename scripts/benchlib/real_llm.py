@@ -65,6 +65,7 @@ DIRECT = {
 JOB_INT8 = "ModelPress: quantize (default)"
 JOB_INT8_AVX2 = f"ModelPress: quantize (default), AVX2 path (MODELPRESS_CPU_FLAGS={AVX2_FLAGS})"
 JOB_INT4 = "ModelPress: quantize weight_only bits 4"
+JOB_INT4_HEAD8 = "ModelPress: quantize weight_only bits 4, hqq, head_bits 8"
 
 
 def prompts() -> list[str]:
@@ -186,7 +187,8 @@ def direct(fp32: Path, tmp: Path) -> dict[str, dict[str, Any]]:
 
 
 def job_specs(model_id: str, eval_id: str) -> dict[str, dict[str, Any]]:
-    """The ModelPress jobs: the default `quantize` and 4-bit weight-only, evaluated on the real
+    """The ModelPress jobs: the default `quantize`, 4-bit weight-only (default, and hqq with the
+    logits head at 8 bits), evaluated on the real
     prompts (labels: fp32's logits, metric `cosine`), so that the report's fidelity, next-token
     agreement included, is measured on them."""
     shape = [CONFIG["latency_batch"], CONFIG["sequence"]]
@@ -202,6 +204,18 @@ def job_specs(model_id: str, eval_id: str) -> dict[str, dict[str, Any]]:
     return {
         JOB_INT8: {**common, "steps": [{"op": "quantize"}]},
         JOB_INT4: {**common, "steps": [{"op": "quantize", "mode": "weight_only", "bits": 4}]},
+        JOB_INT4_HEAD8: {
+            **common,
+            "steps": [
+                {
+                    "op": "quantize",
+                    "mode": "weight_only",
+                    "bits": 4,
+                    "algorithm": "hqq",
+                    "head_bits": 8,
+                }
+            ],
+        },
     }
 
 

@@ -87,7 +87,8 @@ def llm_table(m: dict[str, Any]) -> list[str]:
 def findings(m: dict[str, Any]) -> list[str]:
     """Each target against the measured rows; the misses; the caveats."""
     rows, jobs = m["measured"]["rows"], m["jobs"]
-    out = [_int8_target(rows, jobs), _int4_target(rows, jobs)]
+    names = [n for n in jobs if "weight_only" in n] or [None]
+    out = [_int8_target(rows, jobs), *(_int4_target(rows, n) for n in names)]
     out += [_job_own(name, job) for name, job in jobs.items() if job["status"] == "succeeded"]
     out += [f"`{n}` {j['status']}: {clean(str((j.get('error') or {}).get('detail')))}"
             for n, j in jobs.items() if j["status"] != "succeeded"]  # fmt: skip
@@ -115,8 +116,8 @@ def _int8_target(rows: dict[str, Any], jobs: dict[str, Any]) -> str:
     )
 
 
-def _int4_target(rows: dict[str, Any], jobs: dict[str, Any]) -> str:
-    name = next((n for n in jobs if "weight_only" in n), None)
+def _int4_target(rows: dict[str, Any], name: str | None) -> str:
+    """The int4 targets, judged on one weight-only job's row (None: there was no such job)."""
     if name is None or name not in rows:
         return "Target: int4 weight-only: the job produced no file to measure."
     r, base = rows[name], rows["fp32"]
