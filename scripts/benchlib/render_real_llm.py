@@ -111,8 +111,18 @@ def _int8_target(rows: dict[str, Any], jobs: dict[str, Any]) -> str:
             f"`{name}` agreed on {r['agreement']:.0%} ({'met' if ok else 'missed'}; verdict "
             f"`met: {str(met).lower()}`{'' if ok or not met else ', which does not warn'})"
         )
+    missed = any(
+        rows[n]["agreement"] < INT8_TARGET for n in jobs if n in rows and "weight_only" not in n
+    )
+    why = (
+        " Why: dynamic int8 gives each activation tensor one scale per call, and over 30 layers "
+        "the error compounds into the last position's logits (7-bit weights, `reduce_range`, "
+        "change it little: the loss is in the activations, not in saturation)."
+        if missed
+        else ""
+    )
     return f"Target: default int8 keeps next-token agreement >= {INT8_TARGET:.0%} on both CPU " + (
-        "kinds (or its verdict says not recommended): " + "; ".join(parts) + "."
+        "kinds (or its verdict says not recommended): " + "; ".join(parts) + "." + why
     )
 
 
@@ -133,7 +143,16 @@ def _int4_target(rows: dict[str, Any], name: str | None) -> str:
         f"latency {lat:.2f}x fp32's p50 ({'missed' if slower else 'met'}: no worse than fp32 "
         f"beyond the noise control, {control})",
     ]
-    return f"Target: `{name}`: " + "; ".join(checks) + "."
+    why = ""
+    if r["agreement"] < INT4_AGREEMENT or slower:
+        why = (
+            " Why: this fp32 reference is a dequantized GGUF whose layer weights sit on Q4_1's "
+            "grid (a float minimum per block of 32), which round to nearest with integer zero "
+            "points (`rtn`) cannot reproduce; `hqq`'s float zero points fit it, and an 8-bit "
+            "logits head keeps the argmax, but on this CPU MatMulNBits runs slower with float "
+            "zero points and at 8 bits than at 4 bits with integer ones."
+        )
+    return f"Target: `{name}`: " + "; ".join(checks) + "." + why
 
 
 def _job_own(name: str, job: dict[str, Any]) -> str:
