@@ -127,8 +127,7 @@ class QuantizeConfig(PassConfig):
         "whatever `algorithm` is; `8` keeps it wider, as llama.cpp's k-quants and ONNX Runtime "
         "GenAI's `k_quant_mixed` do (its argmax is the next token). Default: `bits`. No effect "
         "on a model without such a MatMul. On a CPU without VNNI an 8-bit MatMulNBits runs "
-        "slower than a 4-bit one (SmolLM2-135M: 38/48 next tokens kept where 4 bits keep 33, "
-        "the model 1.7x slower at batch 1 than at 4 bits). At least `bits`.",
+        "slower than a 4-bit one: BENCHMARKS.md measures both on SmolLM2-135M. At least `bits`.",
     )
     block_size: int = Field(
         32,

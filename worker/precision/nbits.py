@@ -18,12 +18,10 @@ bias Add and shape-only ops) can be quantized at `head_bits` (8 where `bits` is 
 nearest in blocks of up to HEAD_BLOCK (`_head_block`), in a pass of its own before the rest, as
 llama.cpp's k-quants and ONNX Runtime GenAI's `k_quant_mixed` keep the output projection wider:
 its argmax is the next token. Not the default: on a CPU without VNNI, MatMulNBits at 8 bits, and
-with float zero points (`hqq`), computes slower than at 4 bits with integer ones.
-SmolLM2-135M (48 prompts, next-token agreement with fp32; batch-1 p50 on a loaded 2-core AVX2
-machine, fp32 549 ms): `rtn` 4-bit everywhere 33/48, 16.3% of the fp32 bytes, 625 ms; with the
-8-bit head (blocks of 32) 38/48, 18.5%, 1050 ms; `hqq` with it (blocks of 64, as here) 44/48,
-19.95%, 1744 ms. Its layers come from GGUF Q4_1 blocks (float minimum), a grid that hqq's float
-zero points fit: this flatters hqq.
+with float zero points (`hqq`), computes slower than at 4 bits with integer ones (BENCHMARKS.md,
+SmolLM2-135M: the default, and `hqq` with the 8-bit head). That model's layers come from GGUF
+Q4_1 blocks (a float minimum per block), a grid that hqq's float zero points fit: it flatters
+hqq.
 """
 
 from __future__ import annotations
