@@ -17,7 +17,10 @@ SLOW_BENCHMARK = {"batch_sizes": [1], "iterations": 2000, "time_budget_s": 8}
 
 @pytest.fixture
 def worker_env(env: dict[str, str], helpers: Any) -> dict[str, str]:
-    return helpers.process_env({**env, "MODELPRESS_JOB_LEASE_SECONDS": "3"})
+    # Short, so that a killed worker's job is requeued within seconds; not so short that a
+    # heartbeat late on a loaded machine (2 cores, a benchmark beside the suite) loses the lease
+    # of the worker that took it over, which with 2 attempts fails the job `worker_lost`.
+    return helpers.process_env({**env, "MODELPRESS_JOB_LEASE_SECONDS": "8"})
 
 
 def _submit(
