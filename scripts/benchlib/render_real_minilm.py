@@ -147,7 +147,7 @@ def _job_sentence(
         pace = (
             f"did NOT reach the speed of `{best}`: {ratio:.2f}x its p50, {gap:.0f} ms slower. "
             f"Why: to meet the fidelity bar it kept {len(kept_float(job))} node(s) float, each "
-            "at fp32 speed, where the direct recipe quantizes every one and misses the bar "
+            "at fp32 speed, where the direct recipe misses the bar "
             f"(cosine mean {pool[best]['cosine_mean']:.4f}, worst {pool[best]['cosine_min']:.4f}): "
             "ONNX Runtime's dynamic int8 scales each activation tensor as a whole, and on this "
             "encoder's real sentences the error that causes is spread over many layers' "
