@@ -126,8 +126,9 @@ class QuantizeConfig(PassConfig):
         "graph output (directly or through a bias Add and reshapes), quantized round to nearest "
         "whatever `algorithm` is; `8` keeps it wider, as llama.cpp's k-quants and ONNX Runtime "
         "GenAI's `k_quant_mixed` do (its argmax is the next token). Default: `bits`. No effect "
-        "on a model without such a MatMul. On a CPU without VNNI an 8-bit MatMulNBits runs "
-        "slower than a 4-bit one: BENCHMARKS.md measures both on SmolLM2-135M. At least `bits`.",
+        "on a model without such a MatMul. It costs speed: on SmolLM2-135M, `hqq` with an 8-bit "
+        "head ran 3.78x slower than fp32 at batch 1 on an AVX2 CPU, the 4-bit default 1.26x "
+        "(BENCHMARKS.md). At least `bits`.",
     )
     block_size: int = Field(
         32,
