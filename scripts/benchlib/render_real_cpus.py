@@ -9,6 +9,7 @@ cell compares a row with the fp32 row measured in the same run, on the same mach
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,6 @@ MODELS = {"minilm": "all-MiniLM-L6-v2", "ocr": "PP-OCRv4 detector", "llm": "Smol
 
 def other_runs() -> list[tuple[Path, dict[str, Any]]]:
     """The saved runs from machines of another kind (`docs/bench/real-*.json`)."""
-    import json
-
     return [(p, json.loads(p.read_text())) for p in sorted(BENCH_DIR.glob("real-*.json"))]
 
 
