@@ -21,7 +21,11 @@ float time), found by bisection over that order (each probe a real quantization,
 float is the original, which always meets it. Then each op type still quantized is kept float in
 turn and both models are timed interleaved on the same inputs: an op type whose int8 form
 measured slower than float in this model, on this machine, by more than `SPEED_MARGIN`, stays
-float (keeping a node float never lowers fidelity).
+float (keeping a node float never lowers fidelity). Last, the whole chosen model is timed against
+the float original at each of the job's benchmark batch sizes: where it is slower beyond
+`SPEED_MARGIN` at any of them, int8 does not pay for this model on this CPU (on an AVX2-only CPU
+a real mobile CNN's static int8 measured 1.23x slower at batch 1 while no single op type did),
+and the step keeps the whole model float, with both timings in its metrics.
 """
 
 from __future__ import annotations
@@ -87,6 +91,10 @@ class Inputs:
     @property
     def samples(self) -> int:
         return len(next(iter(self.feeds.values()))) if self.feeds else 0
+
+    def at_batch(self, batch: int) -> dict[str, np.ndarray]:
+        """`batch` samples, the first ones (repeated where there are fewer): a timing feed."""
+        return {k: np.resize(v, (batch, *v.shape[1:])) for k, v in self.feeds.items()}
 
     def chunks(self) -> list[dict[str, np.ndarray]]:
         step = max(1, self.batch)
@@ -258,11 +266,14 @@ def mixed_precision(
     work: Path,
     budget_s: float,
     target: Target | None,
-) -> tuple[list[str], dict[str, Any], list[dict[str, Any]], list[str]]:
-    """Sensitivity of `nodes` and, with a `target`, the fewest to keep float.
+    speed_batches: tuple[int, ...] = (),
+) -> tuple[list[str] | None, dict[str, Any], list[dict[str, Any]], list[str]]:
+    """Sensitivity of `nodes` and, with a `target`, the fewest to keep float; speed is timed at
+    `speed_batches` (the job's benchmark batch sizes; the inputs' batch without them).
 
     Returns:
-        (nodes to keep float, metrics, the sensitivity rows, warnings).
+        (nodes to keep float, or None where the whole int8 model measured slower than float:
+        keep the model float; metrics, the sensitivity rows, warnings).
     """
     work.mkdir(exist_ok=True)
     reference = outputs(model, inputs, threads)
@@ -289,7 +300,29 @@ def mixed_precision(
     kept, metrics["keep_float"] = _keep_float(
         nodes, rows, measured, quantize, evaluate, target, inputs, threads, work
     )
+    whole = whole_model_timing(
+        model, kept, quantize, inputs, threads, work, speed_batches or (inputs.batch,)
+    )
+    metrics["keep_float"]["whole_model_timing"] = whole
+    if any(row["slower"] for row in whole):
+        metrics["keep_float"]["int8_pays"] = False
+        warnings.append(slower_warning(whole))
+        return None, metrics, rows, warnings
+    metrics["keep_float"]["int8_pays"] = True
     return kept, metrics, rows, warnings
+
+
+def slower_warning(whole: list[dict[str, Any]]) -> str:
+    """What the step says when it keeps the model float because int8 measured slower."""
+    timings = "; ".join(
+        f"batch {r['batch']}: int8 p50 {r['int8_p50_ms']:g} ms, float {r['float_p50_ms']:g} ms"
+        for r in whole
+    )
+    return (
+        f"int8 measured slower than float for this model on this CPU ({timings}), beyond the "
+        f"{SPEED_MARGIN:.0%} noise margin: the step keeps the model float (unquantized). "
+        "`keep_float.op_type_timing` has each op type's timing."
+    )
 
 
 def _keep_float(
@@ -341,6 +374,39 @@ def _runner(path: Path, threads: int) -> Callable[[dict[str, np.ndarray]], objec
     return run
 
 
+def _timed(
+    chosen: Path, variant: Path, feeds: dict[str, np.ndarray], threads: int
+) -> dict[str, Any]:
+    """p50 of `chosen` (int8) and `variant` (more float), timed interleaved on `feeds`, and
+    whether int8 was slower beyond `SPEED_MARGIN`."""
+    runners = {"int8": _runner(chosen, threads), "float": _runner(variant, threads)}
+    stats = measure_latency(runners, feeds, iterations=SPEED_ITERATIONS, time_budget_s=10.0)
+    int8, float_ = stats["int8"]["p50"], stats["float"]["p50"]
+    return {
+        "int8_p50_ms": round(int8, 4),
+        "float_p50_ms": round(float_, 4),
+        "slower": float_ < int8 * (1 - SPEED_MARGIN),
+    }
+
+
+def whole_model_timing(
+    model: Path,
+    kept: list[str],
+    quantize: Quantize,
+    inputs: Inputs,
+    threads: int,
+    work: Path,
+    batches: tuple[int, ...],
+) -> list[dict[str, Any]]:
+    """The chosen int8 model (`kept` float) against the float `model`, at each batch size."""
+    chosen = work / "chosen.onnx"
+    quantize(chosen, None, kept)
+    try:
+        return [{"batch": b, **_timed(chosen, model, inputs.at_batch(b), threads)} for b in batches]
+    finally:
+        chosen.unlink()
+
+
 def slower_op_types(
     nodes: dict[str, str],
     kept: list[str],
@@ -357,15 +423,8 @@ def slower_op_types(
     for op_type in sorted({t for n, t in nodes.items() if n not in kept}):
         variant = work / f"float-{op_type}.onnx"
         quantize(variant, None, [*kept, *(n for n, t in nodes.items() if t == op_type)])
-        runners = {"int8": _runner(chosen, threads), "float": _runner(variant, threads)}
-        first = inputs.chunks()[0]  # one batch: the job's benchmark shape, not the whole set
-        stats = measure_latency(runners, first, iterations=SPEED_ITERATIONS, time_budget_s=10.0)
-        int8, float_ = stats["int8"]["p50"], stats["float"]["p50"]
-        results[op_type] = {
-            "int8_p50_ms": round(int8, 4),
-            "float_p50_ms": round(float_, 4),
-            "slower": float_ < int8 * (1 - SPEED_MARGIN),
-        }
+        first = inputs.chunks()[0]  # one batch, not the whole set
+        results[op_type] = _timed(chosen, variant, first, threads)
         variant.unlink()
     chosen.unlink()
     return results

@@ -170,8 +170,11 @@ class QuantizeConfig(PassConfig):
         "drop in the `evaluation` metric at most `constraints.max_accuracy_drop`, judged on "
         "labels (those of `sensitivity_dataset_id` or the calibration data where they have a "
         "`labels` array, else the evaluation dataset's). The job needs one of the two targets. "
-        "Op types whose int8 form measured slower than float also stay float. Implies "
-        "`sensitivity`. `dynamic` and `static` modes.",
+        "Op types whose int8 form measured slower than float also stay float; and where the "
+        "whole chosen model measured slower than float at any of the job's benchmark batch "
+        "sizes (`keep_float.whole_model_timing`), the step keeps the model float, "
+        "unquantized, and says so with the timings. Implies `sensitivity`. `dynamic` and "
+        "`static` modes.",
     )
     sensitivity_dataset_id: SpecId | None = Field(
         None,

@@ -68,6 +68,7 @@ class PassContext:
     original_format: str | None = None
     target_cosine: float | None = None  # the job's constraints.min_cosine, for mixed precision
     target_accuracy: AccuracyTarget | None = None  # its max_accuracy_drop, where it has labels
+    speed_batches: tuple[int, ...] = ()  # its benchmark batch sizes, where a pass times itself
 
 
 @dataclass

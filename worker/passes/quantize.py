@@ -165,13 +165,15 @@ def _mixed(
     model: Path,
     candidates: dict[str, str],
     quantize: Quantize,
-) -> tuple[list[str], dict[str, Any], list[dict[str, Any]] | None, list[str]]:
-    """Sensitivity and `keep_float: auto` when asked: (kept float, metrics, rows, warnings)."""
+) -> tuple[list[str] | None, dict[str, Any], list[dict[str, Any]] | None, list[str]]:
+    """Sensitivity and `keep_float: auto` when asked: (kept float, metrics, rows, warnings);
+    kept is None where the whole int8 model measured slower than float (keep it float)."""
     if not (config.sensitivity or config.keep_float):
         return [], {}, None, []
     target = _target(ctx, config)
     nodes = {n: t for n, t in candidates.items() if n not in config.exclude_nodes}
     work = ctx.work_dir / "sensitivity"
+    fixed = _fixed_batch(ctx)
     try:
         return mixed_precision(
             model,
@@ -184,6 +186,7 @@ def _mixed(
             work=work,
             budget_s=config.sensitivity_budget_s,
             target=target,
+            speed_batches=(fixed,) if fixed else ctx.speed_batches,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -258,8 +261,7 @@ def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     candidates = weight_nodes(source, set(chosen_op_types(config, excluded=False)))
     quantize = _dynamic(ctx, config, reduce_range, candidates)
     kept, mixed, rows, mixed_warnings = _mixed(ctx, config, ctx.input_path, candidates, quantize)
-    out = ctx.work_dir / "quantized.onnx"
-    quantize(out, None, kept)
+    out = _write(ctx, quantize, kept)
     result = onnx_io.load_model(out, load_data=False)
     metrics = {**node_metrics(config, source, result, candidates), **range_metrics, **mixed}
     warnings = [*range_warnings, *mixed_warnings, *unknown_nodes(config, source)]
@@ -268,11 +270,21 @@ def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     convs = set(weight_nodes(result, {"Conv"}))
     if convs:
         warnings.append(STATIC_HINT.format(count=len(convs)))
-    if not metrics["nodes_quantized"]:
+    if not metrics["nodes_quantized"] and kept is not None:
         warnings.append(
             "No node was quantized: the model has no weight-bearing node of the chosen types."
         )
     return PassResult(out, "onnx", metrics, warnings, rows)
+
+
+def _write(ctx: PassContext, quantize: Quantize, kept: list[str] | None) -> Path:
+    """The step's output: quantized with `kept` float, or, where `keep_float: auto` measured the
+    whole int8 model slower than float (kept None), the step's input unchanged."""
+    if kept is None:
+        return ctx.input_path
+    out = ctx.work_dir / "quantized.onnx"
+    quantize(out, None, kept)
+    return out
 
 
 def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
@@ -293,8 +305,7 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
         _quantize_static(model_path, path, reader, config, reduce_range, include, exclude)
 
     kept, mixed, rows, mixed_warnings = _mixed(ctx, config, model_path, candidates, quantize)
-    out = ctx.work_dir / "quantized.onnx"
-    quantize(out, None, kept)
+    out = _write(ctx, quantize, kept)
     for scratch in {model_path, upgraded} - {ctx.input_path}:
         scratch.unlink()  # the step's output is the one quantized file
     result = onnx_io.load_model(out, load_data=False)
@@ -318,7 +329,7 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
             f"Calibrated on {reader.samples} samples: activation ranges from fewer than "
             f"{SMALL_CALIBRATION} are unreliable (the default uses up to 128)."
         )
-    if not metrics["nodes_quantized"]:
+    if not metrics["nodes_quantized"] and kept is not None:
         warnings.append("No weight-bearing node of the chosen op types was quantized.")
     return PassResult(out, "onnx", metrics, warnings, rows)
 

@@ -111,6 +111,7 @@ def run_steps(
             original_format=job.fmt,
             target_cosine=job.spec.constraints.min_cosine if job.spec.constraints else None,
             target_accuracy=_accuracy_target(job.spec),
+            speed_batches=tuple(job.spec.benchmark.batch_sizes),
         )
         job.progress.step(index, pass_.name, "started")
         log.info("step %d/%d %s started", index + 1, len(planned), pass_.name)

@@ -39,6 +39,7 @@ class WorkerTools:
         original_format: str | None = None,
         target_cosine: float | None = None,
         target_accuracy: AccuracyTarget | None = None,
+        speed_batches: tuple[int, ...] = (),
     ) -> PassContext:
         """The context a pass runs in, lent these tools, inputs, threads and datasets."""
         return PassContext(
@@ -55,6 +56,7 @@ class WorkerTools:
             original_format=original_format,
             target_cosine=target_cosine,
             target_accuracy=target_accuracy,
+            speed_batches=speed_batches,
         )
 
     def dataset_inputs(

@@ -69,8 +69,52 @@ def test_keep_float_auto_meets_the_target_with_fewer_float_nodes(
     # On top, op types whose int8 form measured slower here stay float too: never slower.
     slower = {t for t, timed in chosen["op_type_timing"].items() if timed["slower"]}
     assert set(chosen["kept_float_for_speed"]) == ({"up", "head"} if "MatMul" in slower else set())
-    assert auto.metrics["float_nodes"] == sorted(["down", *chosen["kept_float_for_speed"]])
+    if chosen["int8_pays"]:
+        assert auto.metrics["float_nodes"] == sorted(["down", *chosen["kept_float_for_speed"]])
+    else:  # the whole int8 model measured slower here: the step ships its input unchanged
+        assert auto.output_path == ctx.input_path and auto.metrics["nodes_quantized"] == 0
     assert _worst_cosine(fragile, auto.output_path) >= 0.99  # on inputs it never saw
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_keep_float_auto_keeps_the_model_float_where_int8_measured_slower_as_a_whole(
+    fragile: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pays: bool
+) -> None:
+    """No op type alone measured slower in int8, but the whole chosen model did (QDQ costs that
+    no single type's timing shows): the step ships its input unchanged and says so, with the
+    measured numbers, at each of the job's benchmark batch sizes."""
+    (tmp_path / "w").mkdir()
+    ctx = onnx_context(fragile, tmp_path / "w")
+    ctx.target_cosine = 0.99
+    ctx.speed_batches = (1, 8)
+    timed_batches: list[int] = []
+
+    def timed(chosen: Path, variant: Path, feeds: dict[str, Any], threads: int) -> dict[str, Any]:
+        whole = variant == ctx.input_path  # against the float original, not an op-type variant
+        if whole:
+            timed_batches.append(len(feeds["x"]))
+        slow = whole and not pays
+        return {"int8_p50_ms": 2.0 if slow else 1.0, "float_p50_ms": 1.0, "slower": slow}
+
+    monkeypatch.setattr(sensitivity, "_timed", timed)
+
+    result = QuantizePass().run(ctx, QuantizeConfig(op="quantize", keep_float="auto"))
+
+    chosen = result.metrics["keep_float"]
+    assert timed_batches == [1, 8]
+    assert [row["batch"] for row in chosen["whole_model_timing"]] == [1, 8]
+    assert chosen["kept_float"] == ["down"] and chosen["kept_float_for_speed"] == []
+    assert chosen["int8_pays"] is pays
+    if pays:
+        assert result.output_path != ctx.input_path
+        assert result.metrics["nodes_quantized"] == 2
+        assert not any("int8 measured slower" in w for w in result.warnings)
+    else:
+        assert result.output_path == ctx.input_path  # the model, unquantized
+        assert result.metrics["nodes_quantized"] == 0
+        said = next(w for w in result.warnings if "int8 measured slower" in w)
+        assert "batch 1: int8 p50 2 ms, float 1 ms" in said
+        assert "keeps the model float" in said
 
 
 @pytest.mark.parametrize(("int8_ms", "float_ms", "slower"), [(2.0, 1.0, True), (1.0, 2.0, False)])
