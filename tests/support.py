@@ -10,6 +10,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+# For tests whose subject is the ML path (export, quantization, measurement through the worker),
+# not the database: one backend, the embedded default. The database's own behaviour (leases,
+# faults, two workers, Redis) is tested on SQLite and Postgres alike; running these heavy jobs
+# twice only doubled CI's time.
+ML_PATH_ONE_BACKEND = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
 PROBLEM_KEYS = {"type", "title", "status", "detail", "code"}
 
 

@@ -14,11 +14,12 @@ import pytest
 import torch
 from networks import Mlp, train_classifier
 from sklearn.datasets import load_digits
+from support import ML_PATH_ONE_BACKEND
 
 from app.core.config import get_settings
 from worker.embedded import work_once
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, ML_PATH_ONE_BACKEND]
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import ML_PATH_ONE_BACKEND
 
 from app.core.config import get_settings
 from worker.embedded import work_once
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, ML_PATH_ONE_BACKEND]
 BENCH = {"batch_sizes": [1, 4], "iterations": 5}
 
 

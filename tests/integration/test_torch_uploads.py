@@ -12,11 +12,12 @@ import onnxruntime as ort
 import pytest
 import torch
 from networks import Encoder, Mlp
+from support import ML_PATH_ONE_BACKEND
 
 from app.core.config import get_settings
 from worker.embedded import work_once
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, ML_PATH_ONE_BACKEND]
 
 
 def _save_pt2(module: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:

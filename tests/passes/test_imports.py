@@ -4,11 +4,10 @@ an ML runtime. The one seam to worker code (app/worker_seam.py) is the documente
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SEAM = "app.worker_seam"
@@ -20,16 +19,37 @@ MODULES = sorted(
     )
     if name != SEAM
 )
-HEAVY = "{'torch', 'onnx', 'onnxruntime', 'onnxconverter_common', 'tvm', 'worker'}"
+HEAVY = {"torch", "onnx", "onnxruntime", "onnxconverter_common", "tvm", "worker"}
+# One process imports the modules one after another and names the first one after whose import
+# a heavy module was loaded (one process per module took a minute of CI for the same answer: a
+# module that loads none of them adds none to the process).
+PROBE = """
+import importlib, json, sys
+heavy = set(json.loads(sys.argv[1]))
+for name in json.loads(sys.argv[2]):
+    importlib.import_module(name)
+    loaded = sorted(heavy & {m.split(".")[0] for m in sys.modules})
+    if loaded:
+        sys.exit(f"{name} loads {loaded}")
+"""
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_app_module_imports_no_ml_runtime(module: str) -> None:
-    code = f"import sys, {module}; heavy = {HEAVY} & set(sys.modules); sys.exit(sorted(heavy) or 0)"
+def _probe(modules: list[str]) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-c", PROBE, json.dumps(sorted(HEAVY)), json.dumps(modules)]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
 
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+
+def test_no_app_module_imports_an_ml_runtime() -> None:
+    done = _probe(MODULES)
 
     assert done.returncode == 0, done.stderr
+
+
+def test_the_probe_names_a_module_that_loads_one() -> None:
+    done = _probe(["app.core.errors", SEAM, "app.main"])
+
+    assert done.returncode == 1
+    assert f"{SEAM} loads" in done.stderr
 
 
 def test_the_catalog_modules_are_covered() -> None:
