@@ -48,6 +48,9 @@ def provenance(real: dict[str, Any]) -> str:
     run, env = real["run"], real["environment"]
     libs = ", ".join(f"{k} {v}" for k, v in env["libraries"].items())
     pieces = ", ".join(f"{k} {v / 60:.0f} min" for k, v in run["timings_s"].items())
+    remeasured = [k for k in run["timings_s"] if isinstance(real.get(k), dict) and "run" in real[k]]
+    if remeasured:  # `--only` replaced those sections since: each says where it was measured
+        pieces += f"; {' and '.join(remeasured)} measured again since, as said there"
     loads = f"{run['load_average_1min_before']:.2f} as it started"
     if run.get("load_average_1min_after") is not None:
         loads += f", {run['load_average_1min_after']:.2f} as it ended"

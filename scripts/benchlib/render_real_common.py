@@ -119,3 +119,19 @@ def report_speed(job: dict[str, Any]) -> str:
     speedups = ", ".join(f"{v:.2f}x at batch {b}" for b, v in comp["speedup"].items())
     noise_ = ", ".join(f"{v:.2f}" for v in (comp.get("noise") or {}).values()) or "not measured"
     return f"its report timed {speedups} (noise control {noise_})"
+
+
+def rerun_lines(section: dict[str, Any]) -> list[str]:
+    """Where a section was measured alone (`--real --only`): by what, when, on which CPU, how
+    busy the machine was. Nothing for a section of the run the header describes."""
+    run, env = section.get("run"), section.get("environment")
+    if run is None:
+        return []
+    where = f" on {env['cpu_model']} (flags {', '.join(env['cpu_flags'])})" if env else ""
+    text = (
+        f"This section was measured alone by `{run['command']}` on {run['date']}{where} in "
+        f"{run['wall_s'] / 60:.0f} min (1-minute load average {run['load_average_1min_before']:.2f}"
+        f" as it started, {run['load_average_1min_after']:.2f} as it ended, the benchmark's own "
+        "service and jobs included: read the ratios beside the noise-control row)."
+    )
+    return [text, ""]

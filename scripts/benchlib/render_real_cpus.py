@@ -1,7 +1,8 @@
 """BENCHMARKS.md's "both CPU kinds" table: the same real-model benchmark (`scripts/bench.py
 --real`) saved from a machine of each kind this project runs on, side by side. `real.json` is the
 newest run; `real-<kind>.json` files keep a run from a machine of another kind (copied there by
-hand when the machine kind changed: a later run overwrites `real.json` only).
+hand when the machine kind changed: a later run overwrites `real.json` only). A run's
+`run.notes`, written by hand where the code changed after that run, are listed under the table.
 
 ONNX Runtime's int8 kernels differ between the kinds (u8s8 sums saturate on AVX2 without VNNI;
 worker/cpu.py), so the int8 rows' fidelity and speed are only comparable within one kind: each
@@ -81,4 +82,5 @@ def cpus_section(real: dict[str, Any], others: list[tuple[Path, dict[str, Any]]]
         for name in names:
             cells = " | ".join(_cell(model, rows, name) for rows in tables)
             out.append(f"| {title} | {name} | {cells} |")
-    return out
+    notes = [f"- `{path}`: {note}" for path, r in runs for note in r["run"].get("notes", [])]
+    return [*out, *(["", *notes] if notes else [])]

@@ -17,6 +17,7 @@ from benchlib.render_real_common import (
     p50,
     quantize_metrics,
     report_speed,
+    rerun_lines,
     same_file_sentence,
     verdict_text,
 )
@@ -28,23 +29,8 @@ def minilm_section(m: dict[str, Any]) -> list[str]:
     """The heading, what was measured, the table and what it shows."""
     if "skipped" in m:
         return [HEADING, "", f"Not measured: {m['skipped']} Install them with {INSTALL}."]
-    parts = [HEADING, "", *_rerun(m), intro(m), "", *minilm_table(m), ""]
+    parts = [HEADING, "", *rerun_lines(m), intro(m), "", *minilm_table(m), ""]
     return [*parts, *[f"- {f}" for f in findings(m)]]
-
-
-def _rerun(m: dict[str, Any]) -> list[str]:
-    """Where this section was measured alone (real_minilm.py), when and how busy the machine was."""
-    run = m.get("run")
-    if run is None:
-        return []
-    text = (
-        f"This section was measured alone by `{run['command']}` on {run['date']} in "
-        f"{run['wall_s'] / 60:.0f} min (1-minute load average {run['load_average_1min_before']:.2f}"
-        f" as it started, {run['load_average_1min_after']:.2f} as it ended: other work shared "
-        "the 2 cores, so the absolute milliseconds are slower than on an idle machine; read the "
-        "ratios beside the noise-control row)."
-    )
-    return [text, ""]
 
 
 def intro(m: dict[str, Any]) -> str:

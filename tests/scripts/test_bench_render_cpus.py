@@ -57,3 +57,14 @@ def test_a_row_only_one_run_has_shows_a_dash_in_the_other() -> None:
     text = "\n".join(cpus_section(avx2, [(Path("real-avx512-vnni.json"), vnni)]))
 
     assert "| all-MiniLM-L6-v2 | fp16 | - | 0.90x, cosine n/a / n/a |" in text
+
+
+def test_a_run_s_notes_are_listed_under_the_table() -> None:
+    avx2 = _run(["avx2"], 200.0, 100.0, 30)
+    vnni = _run(["avx512_vnni"], 100.0, 40.0, 26)
+    avx2["run"]["notes"] = ["measured before a change."]
+
+    text = cpus_section(vnni, [(Path("real-avx2.json"), avx2)])
+
+    assert text[-1] == "- `docs/bench/real-avx2.json`: measured before a change."
+    assert not any("notes" in line for line in cpus_section(vnni, []))
