@@ -267,13 +267,16 @@ def mixed_precision(
     budget_s: float,
     target: Target | None,
     speed_batches: tuple[int, ...] = (),
+    out: Path | None = None,
 ) -> tuple[list[str] | None, dict[str, Any], list[dict[str, Any]], list[str]]:
     """Sensitivity of `nodes` and, with a `target`, the fewest to keep float; speed is timed at
-    `speed_batches` (the job's benchmark batch sizes; the inputs' batch without them).
+    `speed_batches` (the job's benchmark batch sizes; the inputs' batch without them). With a
+    target, the chosen model is quantized into `out` (the step's output, timed there, so that
+    it is not quantized twice) and left there where it pays.
 
     Returns:
         (nodes to keep float, or None where the whole int8 model measured slower than float:
-        keep the model float; metrics, the sensitivity rows, warnings).
+        keep the model float, `out` removed; metrics, the sensitivity rows, warnings).
     """
     work.mkdir(exist_ok=True)
     reference = outputs(model, inputs, threads)
@@ -300,16 +303,16 @@ def mixed_precision(
     kept, metrics["keep_float"] = _keep_float(
         nodes, rows, measured, quantize, evaluate, target, inputs, threads, work
     )
-    whole = whole_model_timing(
-        model, kept, quantize, inputs, threads, work, speed_batches or (inputs.batch,)
-    )
-    metrics["keep_float"]["whole_model_timing"] = whole
-    if any(row["slower"] for row in whole):
-        metrics["keep_float"]["int8_pays"] = False
-        warnings.append(slower_warning(whole))
-        return None, metrics, rows, warnings
-    metrics["keep_float"]["int8_pays"] = True
-    return kept, metrics, rows, warnings
+    chosen = out or work / "chosen.onnx"
+    quantize(chosen, None, kept)
+    whole = whole_model_timing(model, chosen, inputs, threads, speed_batches or (inputs.batch,))
+    pays = not any(row["slower"] for row in whole)
+    metrics["keep_float"] |= {"whole_model_timing": whole, "int8_pays": pays}
+    if pays:
+        return kept, metrics, rows, warnings
+    chosen.unlink()
+    warnings.append(slower_warning(whole))
+    return None, metrics, rows, warnings
 
 
 def slower_warning(whole: list[dict[str, Any]]) -> str:
@@ -390,21 +393,10 @@ def _timed(
 
 
 def whole_model_timing(
-    model: Path,
-    kept: list[str],
-    quantize: Quantize,
-    inputs: Inputs,
-    threads: int,
-    work: Path,
-    batches: tuple[int, ...],
+    model: Path, chosen: Path, inputs: Inputs, threads: int, batches: tuple[int, ...]
 ) -> list[dict[str, Any]]:
-    """The chosen int8 model (`kept` float) against the float `model`, at each batch size."""
-    chosen = work / "chosen.onnx"
-    quantize(chosen, None, kept)
-    try:
-        return [{"batch": b, **_timed(chosen, model, inputs.at_batch(b), threads)} for b in batches]
-    finally:
-        chosen.unlink()
+    """The chosen int8 model against the float `model`, at each batch size."""
+    return [{"batch": b, **_timed(chosen, model, inputs.at_batch(b), threads)} for b in batches]
 
 
 def slower_op_types(

@@ -165,9 +165,11 @@ def _mixed(
     model: Path,
     candidates: dict[str, str],
     quantize: Quantize,
+    out: Path,
 ) -> tuple[list[str] | None, dict[str, Any], list[dict[str, Any]] | None, list[str]]:
     """Sensitivity and `keep_float: auto` when asked: (kept float, metrics, rows, warnings);
-    kept is None where the whole int8 model measured slower than float (keep it float)."""
+    kept is None where the whole int8 model measured slower than float (keep it float).
+    `keep_float: auto` leaves its chosen model in `out` where int8 pays."""
     if not (config.sensitivity or config.keep_float):
         return [], {}, None, []
     target = _target(ctx, config)
@@ -187,6 +189,7 @@ def _mixed(
             budget_s=config.sensitivity_budget_s,
             target=target,
             speed_batches=(fixed,) if fixed else ctx.speed_batches,
+            out=out,
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -260,7 +263,9 @@ def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     op_types = chosen_op_types(config)
     candidates = weight_nodes(source, set(chosen_op_types(config, excluded=False)))
     quantize = _dynamic(ctx, config, reduce_range, candidates)
-    kept, mixed, rows, mixed_warnings = _mixed(ctx, config, ctx.input_path, candidates, quantize)
+    kept, mixed, rows, mixed_warnings = _mixed(
+        ctx, config, ctx.input_path, candidates, quantize, _output(ctx)
+    )
     out = _write(ctx, quantize, kept)
     result = onnx_io.load_model(out, load_data=False)
     metrics = {**node_metrics(config, source, result, candidates), **range_metrics, **mixed}
@@ -278,13 +283,19 @@ def _run_dynamic(ctx: PassContext, config: QuantizeConfig) -> PassResult:
 
 
 def _write(ctx: PassContext, quantize: Quantize, kept: list[str] | None) -> Path:
-    """The step's output: quantized with `kept` float, or, where `keep_float: auto` measured the
-    whole int8 model slower than float (kept None), the step's input unchanged."""
+    """The step's output: quantized with `kept` float (`keep_float: auto` already wrote and
+    timed it there), or, where it measured the whole int8 model slower than float (kept None),
+    the step's input unchanged."""
     if kept is None:
         return ctx.input_path
-    out = ctx.work_dir / "quantized.onnx"
-    quantize(out, None, kept)
+    out = _output(ctx)
+    if not out.exists():
+        quantize(out, None, kept)
     return out
+
+
+def _output(ctx: PassContext) -> Path:
+    return ctx.work_dir / "quantized.onnx"
 
 
 def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
@@ -304,7 +315,9 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
         reader.rewind()
         _quantize_static(model_path, path, reader, config, reduce_range, include, exclude)
 
-    kept, mixed, rows, mixed_warnings = _mixed(ctx, config, model_path, candidates, quantize)
+    kept, mixed, rows, mixed_warnings = _mixed(
+        ctx, config, model_path, candidates, quantize, _output(ctx)
+    )
     out = _write(ctx, quantize, kept)
     for scratch in {model_path, upgraded} - {ctx.input_path}:
         scratch.unlink()  # the step's output is the one quantized file

@@ -88,11 +88,13 @@ def test_keep_float_auto_keeps_the_model_float_where_int8_measured_slower_as_a_w
     ctx.target_cosine = 0.99
     ctx.speed_batches = (1, 8)
     timed_batches: list[int] = []
+    timed_files: set[Path] = set()
 
     def timed(chosen: Path, variant: Path, feeds: dict[str, Any], threads: int) -> dict[str, Any]:
         whole = variant == ctx.input_path  # against the float original, not an op-type variant
         if whole:
             timed_batches.append(len(feeds["x"]))
+            timed_files.add(chosen)
         slow = whole and not pays
         return {"int8_p50_ms": 2.0 if slow else 1.0, "float_p50_ms": 1.0, "slower": slow}
 
@@ -106,6 +108,7 @@ def test_keep_float_auto_keeps_the_model_float_where_int8_measured_slower_as_a_w
     assert chosen["kept_float"] == ["down"] and chosen["kept_float_for_speed"] == []
     assert chosen["int8_pays"] is pays
     if pays:
+        assert timed_files == {result.output_path}  # the step ships the file it timed
         assert result.output_path != ctx.input_path
         assert result.metrics["nodes_quantized"] == 2
         assert not any("int8 measured slower" in w for w in result.warnings)
