@@ -321,7 +321,9 @@ def _run_static(ctx: PassContext, config: QuantizeConfig) -> PassResult:
     out = _write(ctx, quantize, kept)
     for scratch in {model_path, upgraded} - {ctx.input_path}:
         scratch.unlink()  # the step's output is the one quantized file
-    result = onnx_io.load_model(out, load_data=False)
+    # Kept float: nodes are counted in the model they were chosen from (preprocessing may have
+    # turned the input's Constant weights into initializers, which the count reads).
+    result = source if kept is None else onnx_io.load_model(out, load_data=False)
     metrics = node_metrics(config, source, result, candidates)
     metrics.update(
         calibration=config.calibration,

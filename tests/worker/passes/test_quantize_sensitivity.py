@@ -417,3 +417,30 @@ def test_an_accuracy_target_needs_a_measured_drop_within_it(tmp_path: Path) -> N
     assert not Target(None, None, 0.01).met(Fidelity(1.0, 1.0))  # no drop measured: not met
     assert Target(0.99, None, 0.01).met(Fidelity(0.995, 0.9, 0.0))
     assert not Target(0.99, None, 0.01).met(Fidelity(0.985, 0.9, 0.0))
+
+
+def test_static_keep_float_that_does_not_pay_reports_no_node_quantized(
+    fragile: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Static mode, the whole int8 model timed slower: the step ships its input and counts no
+    node as quantized (counted in the model the nodes were chosen from)."""
+    data = tmp_path / "cal.npz"
+    np.savez(data, x=np.random.default_rng(3).normal(size=(64, 32)).astype(np.float32))
+    (tmp_path / "w").mkdir()
+    ctx = onnx_context(fragile, tmp_path / "w", datasets={"cal": data})
+    ctx.target_cosine = 0.99
+
+    def timed(chosen: Path, variant: Path, feeds: dict[str, Any], threads: int) -> dict[str, Any]:
+        return {"int8_p50_ms": 2.0, "float_p50_ms": 1.0, "slower": True}
+
+    monkeypatch.setattr(sensitivity, "_timed", timed)
+    config = QuantizeConfig(
+        op="quantize", mode="static", calibration_dataset_id="cal", keep_float="auto"
+    )
+
+    result = QuantizePass().run(ctx, config)
+
+    assert result.output_path == ctx.input_path
+    assert result.metrics["keep_float"]["int8_pays"] is False
+    assert result.metrics["nodes_quantized"] == 0
+    assert result.metrics["nodes_kept_float"] == 3
