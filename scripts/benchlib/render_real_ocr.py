@@ -213,7 +213,8 @@ def target_line(o: dict[str, Any], name: str, job: dict[str, Any]) -> str | None
     slower = 1 / faster - 1 > abs((noise(rows) or 1.0) - 1)
     head = f"Target (>= {SPEED_TARGET}x faster than fp32 at map cosine >= {floor}, or float where "
     head += (
-        f"int8 cannot pay, never slower): `{name}` measured {faster:.2f}x faster at {cosine:.4f}"
+        f"int8 cannot pay, never slower): `{name}` measured {speed(faster, noise(rows))} at map "
+        f"cosine {cosine:.4f}"
     )
     if faster >= SPEED_TARGET and cosine >= floor:
         return f"{head} (met)."
